@@ -1,0 +1,129 @@
+//! `quern run --local`: runs a job in this process with the local runner.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use protocol::{InputFormat, Limits};
+use worker::local::{LocalFailure, LocalJob, run_local};
+use worker::{Runtime, RuntimeConfig};
+
+use crate::units::{parse_arg, parse_size};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Run in this process, sequentially (the only mode of `run`; use
+    /// `quern submit` for a cluster).
+    #[arg(long)]
+    local: bool,
+    /// The job's `.wasm` component.
+    module: PathBuf,
+    /// Input files.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Number of reduce tasks (and output files).
+    #[arg(long, short = 'r', default_value_t = 1)]
+    reducers: u32,
+    /// Output directory.
+    #[arg(long, short = 'o')]
+    output: PathBuf,
+    /// Map split size (e.g. 64MiB, 4KiB).
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    split_size: u64,
+    /// Input format: `lines` or `whole-file`.
+    #[arg(long, default_value = "lines")]
+    format: InputFormat,
+    /// Do not run the guest's combiner.
+    #[arg(long)]
+    no_combine: bool,
+    /// A job argument `name=value` (repeatable).
+    #[arg(long = "arg", value_parser = parse_arg)]
+    args: Vec<(String, String)>,
+    /// Between key and value on output lines.
+    #[arg(long, default_value = "\t")]
+    separator: String,
+    /// Guest memory cap in MiB.
+    #[arg(long, default_value_t = Limits::default().memory_mib)]
+    memory_mib: u64,
+    /// Time limit per task in seconds.
+    #[arg(long, default_value_t = Limits::default().timeout_secs)]
+    timeout_secs: u64,
+    /// Sort buffer per map task before spilling to disk (e.g. 64MiB).
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    sort_buffer: u64,
+    /// Where compiled modules are cached.
+    #[arg(long, env = "QUERN_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("quern").join("modules"))
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if !args.local {
+        bail!("`quern run` runs jobs locally: pass --local (use `quern submit` for a cluster)");
+    }
+    let started = Instant::now();
+    let bytes = std::fs::read(&args.module)
+        .with_context(|| format!("reading {}", args.module.display()))?;
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: args.cache_dir.or_else(default_cache_dir),
+    })?;
+    let module = runtime
+        .load(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.module.display()))?;
+    let job = LocalJob {
+        inputs: args.inputs,
+        reducers: args.reducers,
+        split_size: args.split_size,
+        format: args.format,
+        combine: !args.no_combine,
+        args: args.args,
+        limits: Limits {
+            memory_mib: args.memory_mib,
+            timeout_secs: args.timeout_secs,
+            ..Limits::default()
+        },
+        output: args.output,
+        separator: args.separator.into_bytes(),
+        sort_buffer: usize::try_from(args.sort_buffer).unwrap_or(usize::MAX),
+    };
+    match run_local(&runtime, &module, &job) {
+        Ok(report) => {
+            eprintln!(
+                "job succeeded in {:.2}s: {} map tasks, {} reduce tasks",
+                started.elapsed().as_secs_f64(),
+                report.map_tasks,
+                report.outputs.len()
+            );
+            for (name, value) in &report.counters.0 {
+                eprintln!("  {name:<34} {value}");
+            }
+            for path in &report.outputs {
+                println!("{}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => match err.downcast::<LocalFailure>() {
+            Ok(failure) => {
+                eprintln!("job failed: {failure}");
+                for (name, text) in [
+                    ("stdout", &failure.logs.stdout),
+                    ("stderr", &failure.logs.stderr),
+                ] {
+                    if !text.is_empty() {
+                        eprintln!("--- guest {name} ---\n{}", text.trim_end());
+                    }
+                }
+                Ok(ExitCode::FAILURE)
+            }
+            Err(err) => Err(err),
+        },
+    }
+}

@@ -1,0 +1,82 @@
+//! Compiles the guests in `guests/` to wasm32-wasip2 components with a
+//! nested cargo, copies them to `target/guests/NAME.wasm` and tells the
+//! crate where they are. This is what lets `cargo test` run with no manual
+//! build step first.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const GUESTS: &[&str] = &["wordcount", "indexer", "grep", "misbehave"];
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest_dir.parent().unwrap().to_path_buf();
+    let guests_dir = manifest_dir.join("guests");
+    let target_dir = root.join("target").join("guests");
+
+    println!("cargo:rerun-if-changed={}", guests_dir.display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("guest-sdk").display()
+    );
+
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("--release")
+        .arg("--target=wasm32-wasip2")
+        .arg("--manifest-path")
+        .arg(guests_dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(&guests_dir);
+    // The outer build's settings (clippy's wrapper, host rustflags, the
+    // outer target dir, coverage flags) must not leak into the guest build.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        if key.starts_with("CARGO_")
+            && key != "CARGO_HOME"
+            && key != "CARGO_MAKEFLAGS"
+            && key != "CARGO_NET_OFFLINE"
+            && !key.starts_with("CARGO_REGISTRIES_")
+            && !key.starts_with("CARGO_HTTP_")
+        {
+            cmd.env_remove(&key);
+        }
+    }
+    for key in [
+        "RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC",
+        "RUSTDOC",
+    ] {
+        cmd.env_remove(key);
+    }
+    let status = cmd.status().expect("failed to run cargo for the guests");
+    assert!(status.success(), "building the example guests failed");
+
+    let mut consts = String::new();
+    for name in GUESTS {
+        let built = target_dir
+            .join("wasm32-wasip2")
+            .join("release")
+            .join(format!("{name}.wasm"));
+        let copy = target_dir.join(format!("{name}.wasm"));
+        copy_if_changed(&built, &copy);
+        consts.push_str(&format!(
+            "/// Path of the built `{name}` guest component.\npub const {}: &str = {:?};\n",
+            name.to_uppercase(),
+            copy.display().to_string()
+        ));
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("guests.rs");
+    std::fs::write(out, consts).unwrap();
+}
+
+fn copy_if_changed(from: &Path, to: &Path) {
+    let new = std::fs::read(from).unwrap_or_else(|e| panic!("reading {}: {e}", from.display()));
+    if std::fs::read(to).ok().as_deref() != Some(&new[..]) {
+        std::fs::write(to, new).unwrap();
+    }
+}

@@ -1,0 +1,232 @@
+//! The job spec: what a user submits, with its defaults and validation.
+
+use serde::{Deserialize, Serialize};
+
+/// Default split size: 64 MiB.
+pub const DEFAULT_SPLIT_SIZE: u64 = 64 << 20;
+/// Smallest split size accepted: 4 KiB.
+pub const MIN_SPLIT_SIZE: u64 = 4 << 10;
+/// Most reducers a job may ask for.
+pub const MAX_REDUCERS: u32 = 10_000;
+
+/// How input files become records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputFormat {
+    /// One record per line: key = the line's byte offset in decimal, value =
+    /// the line without `\n` or `\r\n`.
+    #[default]
+    Lines,
+    /// One record per file: key = the file name, value = its contents.
+    WholeFile,
+}
+
+impl InputFormat {
+    /// The name used on the command line and in the WIT `input-info`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InputFormat::Lines => "lines",
+            InputFormat::WholeFile => "whole-file",
+        }
+    }
+}
+
+impl std::str::FromStr for InputFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "lines" => Ok(InputFormat::Lines),
+            "whole-file" => Ok(InputFormat::WholeFile),
+            other => Err(format!(
+                "unknown input format `{other}` (expected `lines` or `whole-file`)"
+            )),
+        }
+    }
+}
+
+/// Per-task sandbox limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Cap on the guest's linear memory, in MiB.
+    pub memory_mib: u64,
+    /// Wall-clock limit of one task attempt, in seconds.
+    pub timeout_secs: u64,
+    /// Bytes of stdout and of stderr kept as the task's log.
+    pub log_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mib: 512,
+            timeout_secs: 600,
+            log_bytes: 64 << 10,
+        }
+    }
+}
+
+/// A job as submitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// The module's sha256, in lowercase hex.
+    pub module: String,
+    /// Input dataset paths or globs (`books/*.txt`).
+    pub inputs: Vec<String>,
+    /// Number of reduce tasks, R.
+    pub reducers: u32,
+    /// Map split size in bytes.
+    #[serde(default = "default_split_size")]
+    pub split_size: u64,
+    /// How inputs become records.
+    #[serde(default)]
+    pub format: InputFormat,
+    /// Whether to run the guest's `combine` (when it has one).
+    #[serde(default = "default_true")]
+    pub combine: bool,
+    /// Arguments passed to the guest's `init`.
+    #[serde(default)]
+    pub args: Vec<(String, String)>,
+    /// Sandbox limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Attempts a task gets before its failure fails the job.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// A name for people; not used by Quern.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+fn default_split_size() -> u64 {
+    DEFAULT_SPLIT_SIZE
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_max_attempts() -> u32 {
+    4
+}
+
+/// What is wrong with a spec, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecError {
+    /// The offending field, e.g. `reducers`.
+    pub field: String,
+    /// Why it is rejected.
+    pub message: String,
+}
+
+impl std::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+fn reject(field: &str, message: impl Into<String>) -> Result<(), SpecError> {
+    Err(SpecError {
+        field: field.into(),
+        message: message.into(),
+    })
+}
+
+impl JobSpec {
+    /// A spec with the defaults for everything but module, inputs and R.
+    pub fn new(module: impl Into<String>, inputs: Vec<String>, reducers: u32) -> Self {
+        JobSpec {
+            module: module.into(),
+            inputs,
+            reducers,
+            split_size: DEFAULT_SPLIT_SIZE,
+            format: InputFormat::Lines,
+            combine: true,
+            args: Vec::new(),
+            limits: Limits::default(),
+            max_attempts: default_max_attempts(),
+            name: None,
+        }
+    }
+
+    /// Checks every field that can be checked without I/O.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.module.len() != 64 || !self.module.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return reject("module", "must be a module's sha256 in hex (64 characters)");
+        }
+        if self.inputs.is_empty() {
+            return reject("inputs", "at least one input is required");
+        }
+        if let Some(bad) = self.inputs.iter().find(|i| i.trim().is_empty()) {
+            return reject("inputs", format!("empty input path {bad:?}"));
+        }
+        if self.reducers == 0 || self.reducers > MAX_REDUCERS {
+            return reject("reducers", format!("must be between 1 and {MAX_REDUCERS}"));
+        }
+        if self.split_size < MIN_SPLIT_SIZE {
+            return reject(
+                "split_size",
+                format!("must be at least {MIN_SPLIT_SIZE} bytes"),
+            );
+        }
+        if self.max_attempts == 0 || self.max_attempts > 100 {
+            return reject("max_attempts", "must be between 1 and 100");
+        }
+        if self.limits.memory_mib < 16 || self.limits.memory_mib > 4096 {
+            return reject("limits.memory_mib", "must be between 16 and 4096");
+        }
+        if self.limits.timeout_secs == 0 || self.limits.timeout_secs > 24 * 3600 {
+            return reject("limits.timeout_secs", "must be between 1 and 86400");
+        }
+        if self.limits.log_bytes > 16 << 20 {
+            return reject("limits.log_bytes", "must be at most 16 MiB");
+        }
+        if let Some((name, _)) = self.args.iter().find(|(n, _)| n.is_empty()) {
+            return reject("args", format!("argument with an empty name ({name:?})"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> JobSpec {
+        JobSpec::new("a".repeat(64), vec!["x.txt".into()], 3)
+    }
+
+    #[test]
+    fn defaults_validate() {
+        spec().validate().unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let mut s = spec();
+        s.reducers = 0;
+        assert_eq!(s.validate().unwrap_err().field, "reducers");
+        let mut s = spec();
+        s.inputs.clear();
+        assert_eq!(s.validate().unwrap_err().field, "inputs");
+        let mut s = spec();
+        s.module = "nope".into();
+        assert_eq!(s.validate().unwrap_err().field, "module");
+    }
+
+    #[test]
+    fn json_defaults_apply() {
+        let s: JobSpec = serde_json::from_str(&format!(
+            r#"{{"module":"{}","inputs":["a"],"reducers":2}}"#,
+            "b".repeat(64)
+        ))
+        .unwrap();
+        assert_eq!(s.split_size, DEFAULT_SPLIT_SIZE);
+        assert!(s.combine);
+        assert_eq!(s.max_attempts, 4);
+    }
+}

@@ -1,0 +1,391 @@
+//! A map task: records from a split go to the guest in batches; emitted
+//! pairs are partitioned, sorted (spilling sorted runs past the memory
+//! budget), combined when the job has a combiner, and written as ONE
+//! map-output file.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read};
+use std::path::{Path, PathBuf};
+
+use protocol::counters as names;
+use protocol::{Counters, InputFormat, Limits, MapOutputIndex};
+
+use crate::merge::{BoxedSource, Fill, Grouper, Merge, RecordSource};
+use crate::runfile::{self, RunWriter};
+use crate::runtime::{Guest, GuestModule, Runtime, Sink, SinkError, TaskError, TaskLogs};
+use crate::sort::SortBuffer;
+
+/// Input bytes per `map` call.
+const MAP_BATCH_BYTES: usize = 256 << 10;
+/// Group-batch bytes per `combine` call.
+const COMBINE_BATCH_BYTES: usize = 256 << 10;
+/// Default sort buffer: 64 MiB.
+pub const DEFAULT_SORT_BUFFER: usize = 64 << 20;
+
+/// How to run one map task.
+#[derive(Debug, Clone)]
+pub struct MapSettings {
+    /// Number of reduce partitions.
+    pub reducers: u32,
+    /// Run the guest's `combine` (if it has one).
+    pub combine: bool,
+    /// Sandbox limits.
+    pub limits: Limits,
+    /// The job's arguments.
+    pub args: Vec<(String, String)>,
+    /// Bytes of pairs held before a sorted run is spilled to disk.
+    pub sort_buffer: usize,
+}
+
+/// One map task's input.
+pub struct MapInput<R> {
+    /// The bytes of the file from `input::read_from(start)` on.
+    pub reader: R,
+    /// The file's name as the guest sees it.
+    pub file_name: String,
+    /// Input format.
+    pub format: InputFormat,
+    /// Split start (inclusive).
+    pub start: u64,
+    /// Split end (exclusive).
+    pub end: u64,
+}
+
+/// What a task attempt produced, whatever its outcome: counters and logs
+/// are kept for failed attempts too.
+#[derive(Debug)]
+pub struct TaskReport<T> {
+    /// The outcome.
+    pub outcome: Result<T, TaskError>,
+    /// Built-in and user counters.
+    pub counters: Counters,
+    /// The guest's captured stdout and stderr.
+    pub logs: TaskLogs,
+}
+
+/// Where emitted map pairs go: the sort buffer, spilling plain sorted runs
+/// if a single call emits far past the budget.
+pub(crate) struct MapCollector {
+    buffer: SortBuffer,
+    hard_limit: usize,
+    spill_dir: PathBuf,
+    spills: Vec<(PathBuf, MapOutputIndex)>,
+    emitted: u64,
+}
+
+impl MapCollector {
+    pub(crate) fn accept(&mut self, key: &[u8], value: &[u8]) -> Result<(), SinkError> {
+        self.buffer.push(key, value);
+        self.emitted += 1;
+        if self.buffer.bytes() > self.hard_limit {
+            // A combiner cannot run while the guest is mid-call, and an
+            // uncombined run is just as correct, only larger.
+            let path = self.next_spill_path();
+            self.buffer.sort();
+            let index = write_sorted(&self.buffer, &path)?;
+            self.buffer.clear();
+            self.spills.push((path, index));
+        }
+        Ok(())
+    }
+
+    fn next_spill_path(&self) -> PathBuf {
+        self.spill_dir
+            .join(format!("spill-{:05}.run", self.spills.len()))
+    }
+}
+
+fn write_sorted(buffer: &SortBuffer, path: &Path) -> io::Result<MapOutputIndex> {
+    let mut writer = runfile::create(path)?;
+    let reducers = buffer_reducers(buffer);
+    for p in 0..reducers {
+        writer.start_partition();
+        let mut cursor = buffer.partition(p);
+        while cursor.advance()? {
+            writer.push(cursor.key(), cursor.value())?;
+        }
+        writer.end_partition()?;
+    }
+    let (file, index) = writer.finish()?;
+    file.into_inner().map_err(|e| e.into_error())?.sync_data()?;
+    Ok(index)
+}
+
+fn buffer_reducers(buffer: &SortBuffer) -> u32 {
+    buffer.reducers()
+}
+
+/// Where `combine` output goes: straight into a run, checked to stay in
+/// the partition and in key order.
+pub(crate) struct CombineSink {
+    writer: RunWriter<BufWriter<File>>,
+    partition: u32,
+    reducers: u32,
+    last_key: Vec<u8>,
+    records: u64,
+}
+
+impl CombineSink {
+    pub(crate) fn accept(&mut self, key: &[u8], value: &[u8]) -> Result<(), SinkError> {
+        if protocol::partition_for(key, self.reducers) != self.partition
+            || key < self.last_key.as_slice()
+        {
+            return Err(SinkError::BadOutput(format!(
+                "combine emitted key {:?} out of order; it must emit pairs under the key it was given",
+                String::from_utf8_lossy(key)
+            )));
+        }
+        if key != self.last_key.as_slice() {
+            self.last_key.clear();
+            self.last_key.extend_from_slice(key);
+        }
+        self.records += 1;
+        self.writer.push(key, value)?;
+        Ok(())
+    }
+}
+
+/// Writes every partition of `sources` (one sorted source per partition)
+/// to a run file, through the guest's `combine` when `combine` is set.
+fn write_run<'s>(
+    guest: &mut Guest,
+    combine: bool,
+    reducers: u32,
+    path: &Path,
+    counters: &mut Counters,
+    mut source_for: impl FnMut(u32) -> io::Result<Box<dyn RecordSource + 's>>,
+) -> Result<MapOutputIndex, TaskError> {
+    let mut writer = runfile::create(path)?;
+    let mut batch = Vec::new();
+    for partition in 0..reducers {
+        writer.start_partition();
+        let mut source = source_for(partition)?;
+        if combine {
+            guest.state().sink = Sink::Combine(Box::new(CombineSink {
+                writer,
+                partition,
+                reducers,
+                last_key: Vec::new(),
+                records: 0,
+            }));
+            let mut grouper = Grouper::new(&mut source);
+            let result = (|| {
+                loop {
+                    let fill = grouper.fill(&mut batch, COMBINE_BATCH_BYTES, false)?;
+                    if !batch.is_empty() {
+                        guest.combine(&batch)?;
+                    }
+                    if fill == Fill::End {
+                        return Ok::<_, TaskError>(());
+                    }
+                }
+            })();
+            let Sink::Combine(sink) = std::mem::replace(&mut guest.state().sink, Sink::Closed)
+            else {
+                unreachable!("the combine sink stays in place during combine");
+            };
+            result?;
+            counters.add(names::COMBINE_INPUT_RECORDS, grouper.records as i64);
+            counters.add(names::COMBINE_OUTPUT_RECORDS, sink.records as i64);
+            writer = sink.writer;
+        } else {
+            while source.advance()? {
+                writer.push(source.key(), source.value())?;
+            }
+        }
+        writer.end_partition()?;
+    }
+    let (file, index) = writer.finish()?;
+    file.into_inner().map_err(|e| e.into_error())?.sync_data()?;
+    Ok(index)
+}
+
+impl<S: RecordSource + ?Sized> RecordSource for &mut S {
+    fn advance(&mut self) -> io::Result<bool> {
+        (**self).advance()
+    }
+    fn key(&self) -> &[u8] {
+        (**self).key()
+    }
+    fn value(&self) -> &[u8] {
+        (**self).value()
+    }
+}
+
+/// Runs one map task attempt: reads the split, calls the guest, and writes
+/// the map-output file to `output` (via a temporary name, so a file at
+/// `output` is always whole). `work_dir` holds spills and is left empty.
+pub fn run_map<R: Read>(
+    runtime: &Runtime,
+    module: &GuestModule,
+    settings: &MapSettings,
+    input: MapInput<R>,
+    work_dir: &Path,
+    output: &Path,
+) -> TaskReport<MapOutputIndex> {
+    let mut counters = Counters::default();
+    let mut guest = match runtime.instantiate(module, &settings.limits, &settings.args) {
+        Ok(guest) => guest,
+        Err(err) => {
+            return TaskReport {
+                outcome: Err(err),
+                counters,
+                logs: TaskLogs::default(),
+            };
+        }
+    };
+    let outcome = map_with(&mut guest, settings, input, work_dir, output, &mut counters);
+    counters.merge(guest.counters());
+    TaskReport {
+        outcome,
+        counters,
+        logs: guest.logs(),
+    }
+}
+
+fn map_with<R: Read>(
+    guest: &mut Guest,
+    settings: &MapSettings,
+    input: MapInput<R>,
+    work_dir: &Path,
+    output: &Path,
+    counters: &mut Counters,
+) -> Result<MapOutputIndex, TaskError> {
+    let combine = settings.combine && guest.has_combine();
+    let reducers = settings.reducers;
+    let budget = settings.sort_buffer.max(1 << 20);
+    guest.state().sink = Sink::Map(Box::new(MapCollector {
+        buffer: SortBuffer::new(reducers),
+        hard_limit: budget.saturating_mul(2),
+        spill_dir: work_dir.to_path_buf(),
+        spills: Vec::new(),
+        emitted: 0,
+    }));
+
+    // Records are packed into batches; a failed guest call stops the read.
+    let mut batch = Vec::with_capacity(MAP_BATCH_BYTES + 4096);
+    let mut records: u64 = 0;
+    let mut guest_error: Option<TaskError> = None;
+    let file_name = input.file_name.clone();
+    let mut flush = |guest: &mut Guest, batch: &mut Vec<u8>| -> Result<(), TaskError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        guest.map(&file_name, input.format, batch)?;
+        batch.clear();
+        spill_if_over_budget(guest, combine, reducers, budget, counters)
+    };
+    let read = crate::input::for_each_record(
+        input.reader,
+        &input.file_name,
+        input.format,
+        input.start,
+        input.end,
+        |key, value| {
+            records += 1;
+            put(&mut batch, key);
+            put(&mut batch, value);
+            if batch.len() >= MAP_BATCH_BYTES
+                && let Err(err) = flush(guest, &mut batch)
+            {
+                guest_error = Some(err);
+                return Err(io::Error::other("map stopped"));
+            }
+            Ok(())
+        },
+    );
+    if let Some(err) = guest_error {
+        return Err(err);
+    }
+    let input_bytes = read.map_err(|e| {
+        TaskError::Host(
+            anyhow::Error::from(e).context(format!("reading input {}", input.file_name)),
+        )
+    })?;
+    flush(guest, &mut batch)?;
+    counters.add(names::MAP_INPUT_RECORDS, records as i64);
+    counters.add(names::MAP_INPUT_BYTES, input_bytes as i64);
+
+    let Sink::Map(mut collector) = std::mem::replace(&mut guest.state().sink, Sink::Closed) else {
+        unreachable!("the map sink stays in place during map");
+    };
+    counters.add(names::MAP_OUTPUT_RECORDS, collector.emitted as i64);
+    let tmp = output.with_extension("tmp");
+    let index = if collector.spills.is_empty() {
+        collector.buffer.sort();
+        let buffer = &collector.buffer;
+        write_run(guest, combine, reducers, &tmp, counters, |p| {
+            Ok(Box::new(buffer.partition(p)))
+        })?
+    } else {
+        if !collector.buffer.is_empty() {
+            spill(guest, combine, &mut collector, counters)?;
+        }
+        counters.add(names::SPILLED_RUNS, collector.spills.len() as i64);
+        let spills = std::mem::take(&mut collector.spills);
+        let index = write_run(guest, combine, reducers, &tmp, counters, |p| {
+            let sources = spills
+                .iter()
+                .map(|(path, index)| {
+                    runfile::open_segment(path, &index.partitions[p as usize])
+                        .map(|s| Box::new(s) as BoxedSource)
+                })
+                .collect::<io::Result<Vec<_>>>()?;
+            Ok(Box::new(Merge::new(sources)))
+        })?;
+        for (path, _) in &spills {
+            let _ = std::fs::remove_file(path);
+        }
+        index
+    };
+    std::fs::rename(&tmp, output)?;
+    counters.add(
+        names::MAP_OUTPUT_MATERIALIZED_RECORDS,
+        index.total_records() as i64,
+    );
+    counters.add(names::MAP_OUTPUT_BYTES, index.total_bytes() as i64);
+    Ok(index)
+}
+
+fn spill_if_over_budget(
+    guest: &mut Guest,
+    combine: bool,
+    _reducers: u32,
+    budget: usize,
+    counters: &mut Counters,
+) -> Result<(), TaskError> {
+    let over = matches!(&guest.state().sink, Sink::Map(c) if c.buffer.bytes() >= budget);
+    if !over {
+        return Ok(());
+    }
+    let Sink::Map(mut collector) = std::mem::replace(&mut guest.state().sink, Sink::Closed) else {
+        unreachable!();
+    };
+    let result = spill(guest, combine, &mut collector, counters);
+    guest.state().sink = Sink::Map(collector);
+    result
+}
+
+/// Sorts the buffer and writes it as a (combined) run.
+fn spill(
+    guest: &mut Guest,
+    combine: bool,
+    collector: &mut MapCollector,
+    counters: &mut Counters,
+) -> Result<(), TaskError> {
+    let path = collector.next_spill_path();
+    collector.buffer.sort();
+    let reducers = collector.buffer.reducers();
+    let buffer = &collector.buffer;
+    let index = write_run(guest, combine, reducers, &path, counters, |p| {
+        Ok(Box::new(buffer.partition(p)))
+    })?;
+    collector.buffer.clear();
+    collector.spills.push((path, index));
+    Ok(())
+}
+
+fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
+    buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    buf.extend_from_slice(bytes);
+}

@@ -1,0 +1,49 @@
+//! Why a guest failed, typed so that callers can decide between retrying
+//! and failing, and worded for the person who wrote the guest.
+
+use std::time::Duration;
+
+/// A task's guest failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum GuestError {
+    /// The guest returned an error from `init`, `map`, `reduce` or `combine`.
+    #[error("the job's {function} returned an error: {message}")]
+    Failed {
+        /// The export that failed.
+        function: String,
+        /// The guest's message.
+        message: String,
+    },
+    /// The guest trapped (a Rust panic, an out-of-bounds access, ...).
+    #[error("the guest crashed in {function}: {message}")]
+    Trap {
+        /// The export that was running.
+        function: String,
+        /// The trap and, when the guest printed one, its panic message.
+        message: String,
+    },
+    /// The task ran past its time limit.
+    #[error("the task ran past its time limit of {}s and was stopped", limit.as_secs_f64())]
+    Timeout {
+        /// The limit.
+        limit: Duration,
+    },
+    /// The guest tried to grow its memory past the cap.
+    #[error("the guest tried to use more than its memory limit of {limit_mib} MiB")]
+    OutOfMemory {
+        /// The cap in MiB.
+        limit_mib: u64,
+    },
+    /// The guest emitted something the host cannot accept.
+    #[error("the guest's output is invalid: {0}")]
+    BadOutput(String),
+}
+
+/// A module cannot be used as a job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModuleError {
+    /// The bytes are not a WebAssembly component implementing the contract.
+    #[error("{0}")]
+    Invalid(String),
+}
