@@ -4,12 +4,18 @@
 //! and clients.
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod counters;
+pub mod ids;
 pub mod job;
 pub mod partition;
 pub mod split;
+pub mod state;
+pub mod worker_api;
 
 pub use counters::Counters;
+pub use ids::{AttemptId, JobId, TaskId, WorkerId};
 pub use job::{InputFormat, JobSpec, Limits, SpecError};
 pub use partition::{MapOutputIndex, PartitionIndex, fnv1a32, partition_for};
 pub use split::{InputFile, Split, plan_splits};
+pub use state::{AttemptOutcome, JobState, TaskKind, TaskState};

@@ -1,1 +1,3 @@
-//! placeholder
+//! The Quern coordinator.
+
+pub mod store;

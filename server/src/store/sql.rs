@@ -1,0 +1,1025 @@
+//! The SQL of the store, written once and instantiated for SQLite and
+//! Postgres by `store_impl!`. The dialects differ in row locking only:
+//! Postgres locks the job row of a completion (`FOR UPDATE`) and skips
+//! locked task rows when leasing (`FOR UPDATE OF t SKIP LOCKED`); SQLite
+//! gets the same atomicity from its single writer connection.
+
+use protocol::api::{AttemptInfo, DatasetFile, ModuleInfo, PhaseProgress, TaskInfo, WorkerInfo};
+use protocol::{
+    AttemptId, Counters, JobId, JobSpec, JobState, TaskId, TaskKind, TaskState, WorkerId,
+};
+
+use super::{JobRecord, MapInputDoc, StoreError, StoreResult};
+
+#[derive(sqlx::FromRow)]
+pub(super) struct JobRow {
+    pub id: i64,
+    pub spec: String,
+    pub state: String,
+    pub error: Option<String>,
+    pub token: String,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ProgressRow {
+    pub kind: String,
+    pub state: String,
+    pub n: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ModuleRow {
+    pub sha256: String,
+    pub name: String,
+    pub size: i64,
+    pub has_combine: bool,
+    pub created_at: i64,
+}
+
+impl From<ModuleRow> for ModuleInfo {
+    fn from(r: ModuleRow) -> Self {
+        ModuleInfo {
+            sha256: r.sha256,
+            name: r.name,
+            size: r.size as u64,
+            created_at: r.created_at,
+            has_combine: r.has_combine,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct BlobRow {
+    pub path: String,
+    pub size: i64,
+    pub created_at: i64,
+}
+
+impl From<BlobRow> for DatasetFile {
+    fn from(r: BlobRow) -> Self {
+        DatasetFile {
+            path: r.path,
+            size: r.size as u64,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct TaskRow {
+    pub id: i64,
+    pub kind: String,
+    pub idx: i32,
+    pub state: String,
+    pub input: String,
+    pub worker_id: Option<String>,
+    pub failures: i32,
+    pub attempts: i32,
+}
+
+impl TaskRow {
+    pub(super) fn into_info(self) -> StoreResult<TaskInfo> {
+        let kind = parse::<TaskKind>(&self.kind)?;
+        let input = match kind {
+            TaskKind::Map => {
+                let doc: MapInputDoc = serde_json::from_str(&self.input)?;
+                format!("{} bytes {}..{}", doc.path, doc.start, doc.end)
+            }
+            TaskKind::Reduce => format!("partition {}", self.idx),
+        };
+        Ok(TaskInfo {
+            id: TaskId(self.id),
+            kind,
+            index: self.idx as u32,
+            state: parse(&self.state)?,
+            input,
+            worker: self.worker_id.map(WorkerId),
+            failures: self.failures as u32,
+            attempts: self.attempts as u32,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct AttemptRow {
+    pub id: i64,
+    pub task_id: i64,
+    pub kind: String,
+    pub idx: i32,
+    pub worker_id: String,
+    pub backup: bool,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub outcome: String,
+    pub error: Option<String>,
+    pub counters: Option<String>,
+}
+
+impl AttemptRow {
+    pub(super) fn into_info(self) -> StoreResult<AttemptInfo> {
+        Ok(AttemptInfo {
+            id: AttemptId(self.id),
+            task: TaskId(self.task_id),
+            kind: parse(&self.kind)?,
+            index: self.idx as u32,
+            worker: WorkerId(self.worker_id),
+            started_at: self.started_at,
+            ended_at: self.ended_at,
+            outcome: parse(&self.outcome)?,
+            error: self.error,
+            counters: match self.counters {
+                Some(text) => serde_json::from_str(&text)?,
+                None => Counters::default(),
+            },
+            backup: self.backup,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct WorkerRow {
+    pub id: String,
+    pub address: String,
+    pub slots: i32,
+    pub state: String,
+    pub last_heartbeat: i64,
+    pub running: i64,
+}
+
+impl From<WorkerRow> for WorkerInfo {
+    fn from(r: WorkerRow) -> Self {
+        WorkerInfo {
+            id: WorkerId(r.id),
+            address: r.address,
+            slots: r.slots as u32,
+            state: r.state,
+            last_heartbeat: r.last_heartbeat,
+            running: r.running as u32,
+        }
+    }
+}
+
+/// The attempt being completed, its task and its job, read in one go.
+#[derive(sqlx::FromRow)]
+pub(super) struct CompletionRow {
+    pub task_id: i64,
+    pub job_id: i64,
+    pub worker_id: String,
+    pub outcome: String,
+    pub kind: String,
+    pub idx: i32,
+    pub task_state: String,
+    pub task_attempt: Option<i64>,
+    pub failures: i32,
+    pub host_failures: i32,
+    pub counted: bool,
+    pub job_state: String,
+    pub spec: String,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SourceRow {
+    pub id: i64,
+    pub idx: i32,
+    pub attempt_id: Option<i64>,
+    pub output: Option<String>,
+    pub address: String,
+}
+
+pub(super) fn parse<T: std::str::FromStr<Err = String>>(text: &str) -> StoreResult<T> {
+    text.parse()
+        .map_err(|e: String| StoreError::Corrupt(serde::de::Error::custom(e)))
+}
+
+pub(super) fn progress(rows: &[ProgressRow], kind: TaskKind) -> StoreResult<PhaseProgress> {
+    let mut p = PhaseProgress::default();
+    for row in rows.iter().filter(|r| r.kind == kind.as_str()) {
+        let n = row.n as u64;
+        p.total += n;
+        match parse::<TaskState>(&row.state)? {
+            TaskState::Idle => p.idle += n,
+            TaskState::InProgress => p.in_progress += n,
+            TaskState::Completed => p.completed += n,
+            TaskState::Failed => p.failed += n,
+        }
+    }
+    Ok(p)
+}
+
+pub(super) fn job_record(row: JobRow, progress_rows: &[ProgressRow]) -> StoreResult<JobRecord> {
+    let spec: JobSpec = serde_json::from_str(&row.spec)?;
+    Ok(JobRecord {
+        id: JobId(row.id),
+        spec,
+        state: parse::<JobState>(&row.state)?,
+        error: row.error,
+        token: row.token,
+        map: progress(progress_rows, TaskKind::Map)?,
+        reduce: progress(progress_rows, TaskKind::Reduce)?,
+        created_at: row.created_at,
+        finished_at: row.finished_at,
+    })
+}
+
+/// Implements `Store` for `$store` (a struct with a `pool` field) on
+/// database `$db`. `$lock_job` is appended to the query that reads a job
+/// row before changing it; `$skip_locked` to the lease's candidate query.
+macro_rules! store_impl {
+    ($store:ident, $db:ty, $lock_job:expr, $skip_locked:expr) => {
+        use $crate::store::sql::*;
+        use $crate::store::*;
+        use protocol::worker_api::*;
+        use protocol::*;
+
+        const LEASE_CANDIDATE: &str = concat!(
+            "UPDATE tasks SET state = 'in_progress', worker_id = $1, lease_deadline = $2, \
+             attempts = attempts + 1, updated_at = $3 \
+             WHERE id = (SELECT t.id FROM tasks t JOIN jobs j ON j.id = t.job_id \
+               WHERE t.state = 'idle' AND ((t.kind = 'map' AND j.state = 'mapping') \
+                 OR (t.kind = 'reduce' AND j.state = 'reducing')) \
+               ORDER BY j.last_leased_at, t.job_id, t.idx LIMIT 1 ",
+            $skip_locked,
+            ") AND state = 'idle' RETURNING id, job_id, kind, idx, input"
+        );
+
+        const COMPLETION_ROW: &str = concat!(
+            "SELECT a.task_id, a.job_id, a.worker_id, a.outcome, t.kind, t.idx, t.state AS task_state, \
+             t.attempt_id AS task_attempt, t.failures, t.host_failures, t.counted, j.state AS job_state, j.spec \
+             FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = a.job_id WHERE a.id = $1"
+        );
+
+        const LOCK_JOB_OF_ATTEMPT: &str = concat!(
+            "SELECT id FROM jobs WHERE id = (SELECT job_id FROM attempts WHERE id = $1) ",
+            $lock_job
+        );
+
+        impl $store {
+            async fn progress_rows(&self, id: i64) -> StoreResult<Vec<ProgressRow>> {
+                Ok(sqlx::query_as::<_, ProgressRow>(
+                    "SELECT kind, state, COUNT(*) AS n FROM tasks WHERE job_id = $1 GROUP BY kind, state",
+                )
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+        }
+
+        async fn add_counters(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            job: i64,
+            counters: &Counters,
+        ) -> StoreResult<()> {
+            for (name, value) in &counters.0 {
+                sqlx::query(
+                    "INSERT INTO counters (job_id, name, value) VALUES ($1, $2, $3) \
+                     ON CONFLICT (job_id, name) DO UPDATE SET value = counters.value + excluded.value",
+                )
+                .bind(job)
+                .bind(name)
+                .bind(*value)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(())
+        }
+
+        /// Puts a completed map task whose output is gone back to idle and
+        /// sends its job back to the map phase.
+        async fn lose_map_output(tx: &mut sqlx::Transaction<'static, $db>, task: i64, now: i64) -> StoreResult<bool> {
+            let rows = sqlx::query(
+                "UPDATE tasks SET state = 'idle', worker_id = NULL, attempt_id = NULL, output = NULL, \
+                 lease_deadline = NULL, updated_at = $2 WHERE id = $1 AND kind = 'map' AND state = 'completed'",
+            )
+            .bind(task)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            if rows > 0 {
+                sqlx::query(
+                    "UPDATE jobs SET state = 'mapping' WHERE id = (SELECT job_id FROM tasks WHERE id = $1) \
+                     AND state = 'reducing'",
+                )
+                .bind(task)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(rows > 0)
+        }
+
+        async fn end_attempt(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            attempt: i64,
+            outcome: AttemptOutcome,
+            error: Option<&str>,
+            report: Option<&CompleteRequest>,
+            now: i64,
+        ) -> StoreResult<()> {
+            let counters = report.map(|r| serde_json::to_string(&r.counters)).transpose()?;
+            sqlx::query(
+                "UPDATE attempts SET outcome = $2, error = $3, ended_at = $4, \
+                 counters = COALESCE($5, counters), stdout = COALESCE($6, stdout), stderr = COALESCE($7, stderr) \
+                 WHERE id = $1",
+            )
+            .bind(attempt)
+            .bind(outcome.as_str())
+            .bind(error)
+            .bind(now)
+            .bind(counters)
+            .bind(report.map(|r| r.stdout.clone()))
+            .bind(report.map(|r| r.stderr.clone()))
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
+        async fn fail_job_tx(tx: &mut sqlx::Transaction<'static, $db>, job: i64, error: &str, now: i64) -> StoreResult<()> {
+            sqlx::query(
+                "UPDATE jobs SET state = 'failed', error = $2, finished_at = $3 \
+                 WHERE id = $1 AND state IN ('mapping', 'reducing')",
+            )
+            .bind(job)
+            .bind(error)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
+        #[async_trait::async_trait]
+        impl Store for $store {
+            fn backend(&self) -> &'static str {
+                Self::BACKEND
+            }
+
+            async fn add_token(&self, token_hash: &str, kind: &str, name: &str, now: i64) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO tokens (token_hash, kind, name, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (token_hash) DO NOTHING",
+                )
+                .bind(token_hash)
+                .bind(kind)
+                .bind(name)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn token_kind(&self, token_hash: &str) -> StoreResult<Option<String>> {
+                Ok(sqlx::query_scalar::<_, String>("SELECT kind FROM tokens WHERE token_hash = $1")
+                    .bind(token_hash)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn put_module(&self, m: &ModuleInfo) -> StoreResult<bool> {
+                let rows = sqlx::query(
+                    "INSERT INTO modules (sha256, name, size, has_combine, created_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (sha256) DO NOTHING",
+                )
+                .bind(&m.sha256)
+                .bind(&m.name)
+                .bind(m.size as i64)
+                .bind(m.has_combine)
+                .bind(m.created_at)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(rows > 0)
+            }
+
+            async fn get_module(&self, sha256: &str) -> StoreResult<Option<ModuleInfo>> {
+                Ok(sqlx::query_as::<_, ModuleRow>(
+                    "SELECT sha256, name, size, has_combine, created_at FROM modules WHERE sha256 = $1",
+                )
+                .bind(sha256)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(Into::into))
+            }
+
+            async fn list_modules(&self) -> StoreResult<Vec<ModuleInfo>> {
+                Ok(sqlx::query_as::<_, ModuleRow>(
+                    "SELECT sha256, name, size, has_combine, created_at FROM modules ORDER BY created_at DESC, sha256",
+                )
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(Into::into)
+                .collect())
+            }
+
+            async fn delete_module(&self, sha256: &str) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                let busy: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM jobs WHERE module = $1 AND state IN ('mapping', 'reducing')",
+                )
+                .bind(sha256)
+                .fetch_one(&mut *tx)
+                .await?;
+                if busy > 0 {
+                    return Err(StoreError::Conflict(format!("module is used by {busy} unfinished job(s)")));
+                }
+                let rows = sqlx::query("DELETE FROM modules WHERE sha256 = $1")
+                    .bind(sha256)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if rows == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn put_blob(&self, f: &DatasetFile) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO blobs (path, size, created_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (path) DO UPDATE SET size = excluded.size, created_at = excluded.created_at",
+                )
+                .bind(&f.path)
+                .bind(f.size as i64)
+                .bind(f.created_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_blobs(&self, prefix: &str) -> StoreResult<Vec<DatasetFile>> {
+                // A range instead of LIKE, so `%` and `_` in paths mean themselves.
+                let mut end = prefix.to_owned();
+                end.push(char::MAX);
+                Ok(sqlx::query_as::<_, BlobRow>(
+                    "SELECT path, size, created_at FROM blobs WHERE path >= $1 AND path < $2 ORDER BY path",
+                )
+                .bind(prefix)
+                .bind(end)
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(Into::into)
+                .collect())
+            }
+
+            async fn delete_blob(&self, path: &str) -> StoreResult<()> {
+                let rows = sqlx::query("DELETE FROM blobs WHERE path = $1")
+                    .bind(path)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                if rows == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn create_job(&self, job: &NewJob, now: i64) -> StoreResult<JobId> {
+                let mut tx = self.pool.begin().await?;
+                let state = if job.maps.is_empty() { JobState::Reducing } else { JobState::Mapping };
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO jobs (module, spec, state, token, map_tasks, reduce_tasks, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                )
+                .bind(&job.spec.module)
+                .bind(serde_json::to_string(&job.spec)?)
+                .bind(state.as_str())
+                .bind(&job.token)
+                .bind(job.maps.len() as i64)
+                .bind(i64::from(job.spec.reducers))
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                for (idx, input) in job.maps.iter().enumerate() {
+                    sqlx::query(
+                        "INSERT INTO tasks (job_id, kind, idx, state, input, updated_at) \
+                         VALUES ($1, 'map', $2, 'idle', $3, $4)",
+                    )
+                    .bind(id)
+                    .bind(idx as i64)
+                    .bind(serde_json::to_string(input)?)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for idx in 0..job.spec.reducers {
+                    sqlx::query(
+                        "INSERT INTO tasks (job_id, kind, idx, state, input, updated_at) \
+                         VALUES ($1, 'reduce', $2, 'idle', '{}', $3)",
+                    )
+                    .bind(id)
+                    .bind(i64::from(idx))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(JobId(id))
+            }
+
+            async fn get_job(&self, id: JobId) -> StoreResult<Option<JobRecord>> {
+                let row = sqlx::query_as::<_, JobRow>(
+                    "SELECT id, spec, state, error, token, created_at, finished_at FROM jobs WHERE id = $1",
+                )
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await?;
+                match row {
+                    Some(row) => {
+                        let progress = self.progress_rows(row.id).await?;
+                        Ok(Some(job_record(row, &progress)?))
+                    }
+                    None => Ok(None),
+                }
+            }
+
+            async fn list_jobs(&self, limit: i64) -> StoreResult<Vec<JobRecord>> {
+                let rows = sqlx::query_as::<_, JobRow>(
+                    "SELECT id, spec, state, error, token, created_at, finished_at FROM jobs ORDER BY id DESC LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut jobs = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let progress = self.progress_rows(row.id).await?;
+                    jobs.push(job_record(row, &progress)?);
+                }
+                Ok(jobs)
+            }
+
+            async fn job_counters(&self, id: JobId) -> StoreResult<Counters> {
+                let rows: Vec<(String, i64)> =
+                    sqlx::query_as("SELECT name, value FROM counters WHERE job_id = $1 ORDER BY name")
+                        .bind(id.0)
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(Counters(rows.into_iter().collect()))
+            }
+
+            async fn cancel_job(&self, id: JobId, now: i64) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                let state: Option<String> =
+                    sqlx::query_scalar(concat!("SELECT state FROM jobs WHERE id = $1 ", $lock_job))
+                        .bind(id.0)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let state = parse::<JobState>(&state.ok_or(StoreError::NotFound)?)?;
+                if state.is_finished() {
+                    return Err(StoreError::Conflict(format!("job {id} already {}", state.as_str())));
+                }
+                sqlx::query("UPDATE jobs SET state = 'cancelled', error = 'cancelled by a user', finished_at = $2 WHERE id = $1")
+                    .bind(id.0)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn fail_job(&self, id: JobId, error: &str, now: i64) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                fail_job_tx(&mut tx, id.0, error, now).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list_tasks(&self, job: JobId) -> StoreResult<Vec<TaskInfo>> {
+                sqlx::query_as::<_, TaskRow>(
+                    "SELECT id, kind, idx, state, input, worker_id, failures, attempts FROM tasks \
+                     WHERE job_id = $1 ORDER BY kind, idx",
+                )
+                .bind(job.0)
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(TaskRow::into_info)
+                .collect()
+            }
+
+            async fn list_attempts(&self, job: JobId) -> StoreResult<Vec<AttemptInfo>> {
+                sqlx::query_as::<_, AttemptRow>(
+                    "SELECT a.id, a.task_id, t.kind, t.idx, a.worker_id, a.backup, a.started_at, a.ended_at, \
+                     a.outcome, a.error, a.counters FROM attempts a JOIN tasks t ON t.id = a.task_id \
+                     WHERE a.job_id = $1 ORDER BY a.id",
+                )
+                .bind(job.0)
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(AttemptRow::into_info)
+                .collect()
+            }
+
+            async fn attempt_logs(&self, job: JobId, attempt: AttemptId) -> StoreResult<Option<AttemptLogs>> {
+                let row: Option<(Option<String>, Option<String>)> =
+                    sqlx::query_as("SELECT stdout, stderr FROM attempts WHERE id = $1 AND job_id = $2")
+                        .bind(attempt.0)
+                        .bind(job.0)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map(|(stdout, stderr)| AttemptLogs {
+                    stdout: stdout.unwrap_or_default(),
+                    stderr: stderr.unwrap_or_default(),
+                }))
+            }
+
+            async fn register_worker(&self, id: &WorkerId, address: &str, slots: u32, now: i64) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO workers (id, address, slots, state, registered_at, last_heartbeat) \
+                     VALUES ($1, $2, $3, 'alive', $4, $4)",
+                )
+                .bind(&id.0)
+                .bind(address)
+                .bind(i64::from(slots))
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_workers(&self) -> StoreResult<Vec<WorkerInfo>> {
+                Ok(sqlx::query_as::<_, WorkerRow>(
+                    "SELECT w.id, w.address, w.slots, w.state, w.last_heartbeat, \
+                     (SELECT COUNT(*) FROM tasks t WHERE t.worker_id = w.id AND t.state = 'in_progress') AS running \
+                     FROM workers w ORDER BY w.registered_at, w.id",
+                )
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(Into::into)
+                .collect())
+            }
+
+            async fn heartbeat(
+                &self,
+                worker: &WorkerId,
+                running: &[AttemptId],
+                now: i64,
+                liveness: Liveness,
+            ) -> StoreResult<Option<Vec<AttemptId>>> {
+                let mut tx = self.pool.begin().await?;
+                let alive = sqlx::query("UPDATE workers SET last_heartbeat = $2 WHERE id = $1 AND state = 'alive'")
+                    .bind(&worker.0)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if alive == 0 {
+                    tx.commit().await?;
+                    return Ok(None);
+                }
+                let mut drop = Vec::new();
+                for attempt in running {
+                    let held = sqlx::query(
+                        "UPDATE tasks SET lease_deadline = $3 WHERE attempt_id = $1 AND worker_id = $2 \
+                         AND state = 'in_progress'",
+                    )
+                    .bind(attempt.0)
+                    .bind(&worker.0)
+                    .bind(now + liveness.lease_ms)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if held == 0 {
+                        drop.push(*attempt);
+                    }
+                }
+                tx.commit().await?;
+                Ok(Some(drop))
+            }
+
+            async fn finished_jobs(&self, jobs: &[JobId]) -> StoreResult<Vec<JobId>> {
+                let mut finished = Vec::new();
+                for job in jobs {
+                    let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+                        .bind(job.0)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    let done = match state {
+                        Some(state) => parse::<JobState>(&state)?.is_finished(),
+                        None => true,
+                    };
+                    if done {
+                        finished.push(*job);
+                    }
+                }
+                Ok(finished)
+            }
+
+            async fn lease(&self, worker: &WorkerId, now: i64, liveness: Liveness) -> StoreResult<Option<Lease>> {
+                let mut tx = self.pool.begin().await?;
+                let picked: Option<(i64, i64, String, i32, String)> = sqlx::query_as(LEASE_CANDIDATE)
+                    .bind(&worker.0)
+                    .bind(now + liveness.lease_ms)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some((task, job, kind, idx, input)) = picked else {
+                    return Ok(None);
+                };
+                let attempt: i64 = sqlx::query_scalar(
+                    "INSERT INTO attempts (task_id, job_id, worker_id, backup, started_at, outcome) \
+                     VALUES ($1, $2, $3, $4, $5, 'running') RETURNING id",
+                )
+                .bind(task)
+                .bind(job)
+                .bind(&worker.0)
+                .bind(false)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE tasks SET attempt_id = $2 WHERE id = $1")
+                    .bind(task)
+                    .bind(attempt)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE jobs SET last_leased_at = $2 WHERE id = $1")
+                    .bind(job)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                let (spec, token): (String, String) = sqlx::query_as("SELECT spec, token FROM jobs WHERE id = $1")
+                    .bind(job)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let spec: JobSpec = serde_json::from_str(&spec)?;
+                let kind = parse::<TaskKind>(&kind)?;
+                let work = match kind {
+                    TaskKind::Map => {
+                        let doc: MapInputDoc = serde_json::from_str(&input)?;
+                        TaskWork::Map {
+                            input: doc.path,
+                            file_name: doc.file_name,
+                            start: doc.start,
+                            end: doc.end,
+                            format: spec.format,
+                        }
+                    }
+                    TaskKind::Reduce => {
+                        let rows = sqlx::query_as::<_, SourceRow>(
+                            "SELECT t.id, t.idx, t.attempt_id, t.output, w.address FROM tasks t \
+                             JOIN workers w ON w.id = t.worker_id \
+                             WHERE t.job_id = $1 AND t.kind = 'map' AND t.state = 'completed' ORDER BY t.idx",
+                        )
+                        .bind(job)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                        let maps: i64 = sqlx::query_scalar("SELECT map_tasks FROM jobs WHERE id = $1")
+                            .bind(job)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        if rows.len() as i64 != maps {
+                            // The job is between phases (a map output was just
+                            // lost); the rollback leaves the task idle.
+                            return Ok(None);
+                        }
+                        let mut sources = Vec::with_capacity(rows.len());
+                        for row in rows {
+                            let index: MapOutputIndex =
+                                serde_json::from_str(row.output.as_deref().unwrap_or("null"))?;
+                            let part = index.partitions.get(idx as usize).copied().ok_or_else(|| {
+                                StoreError::Conflict(format!("map output of task {} has too few partitions", row.id))
+                            })?;
+                            let attempt = AttemptId(row.attempt_id.unwrap_or_default());
+                            sources.push(MapSource {
+                                map_task: TaskId(row.id),
+                                map_index: row.idx as u32,
+                                attempt,
+                                url: format!("{}/shuffle/{}/{}", row.address.trim_end_matches('/'), job, attempt),
+                                offset: part.offset,
+                                length: part.length,
+                                records: part.records,
+                            });
+                        }
+                        TaskWork::Reduce {
+                            partition: idx as u32,
+                            sources,
+                        }
+                    }
+                };
+                tx.commit().await?;
+                Ok(Some(Lease {
+                    attempt: AttemptId(attempt),
+                    task: TaskId(task),
+                    job: JobId(job),
+                    kind,
+                    index: idx as u32,
+                    module: spec.module.clone(),
+                    reducers: spec.reducers,
+                    combine: spec.combine,
+                    args: spec.args.clone(),
+                    limits: spec.limits,
+                    job_token: token,
+                    work,
+                }))
+            }
+
+            async fn complete(&self, attempt: AttemptId, report: &CompleteRequest, now: i64) -> StoreResult<Completion> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(LOCK_JOB_OF_ATTEMPT).bind(attempt.0).fetch_optional(&mut *tx).await?;
+                let row = sqlx::query_as::<_, CompletionRow>(COMPLETION_ROW)
+                    .bind(attempt.0)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                let job_state = parse::<JobState>(&row.job_state)?;
+                let holds = row.task_state == TaskState::InProgress.as_str()
+                    && row.task_attempt == Some(attempt.0)
+                    && row.worker_id == report.worker_id.0
+                    && !job_state.is_finished();
+                if !holds {
+                    if row.outcome == AttemptOutcome::Running.as_str() {
+                        let why = "finished after another attempt took over or the job ended; result discarded";
+                        end_attempt(&mut tx, attempt.0, AttemptOutcome::Superseded, Some(why), Some(report), now)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    return Ok(Completion::Refused);
+                }
+                let spec: JobSpec = serde_json::from_str(&row.spec)?;
+                let kind = parse::<TaskKind>(&row.kind)?;
+                let task_name = format!("{} task {}", kind.as_str(), row.idx);
+                let mut reduce_partition = None;
+                match (&report.result, kind) {
+                    (AttemptResult::Map { .. }, TaskKind::Map) | (AttemptResult::Reduce { .. }, TaskKind::Reduce) => {
+                        let output = match &report.result {
+                            AttemptResult::Map { index } => {
+                                if index.partitions.len() != spec.reducers as usize {
+                                    return Err(StoreError::Conflict(format!(
+                                        "map output has {} partitions, the job has {} reducers",
+                                        index.partitions.len(),
+                                        spec.reducers
+                                    )));
+                                }
+                                serde_json::to_string(index)?
+                            }
+                            _ => {
+                                reduce_partition = Some(row.idx as u32);
+                                staged_output_path(JobId(row.job_id), attempt, row.idx as u32)
+                            }
+                        };
+                        sqlx::query(
+                            "UPDATE tasks SET state = 'completed', output = $2, lease_deadline = NULL, \
+                             counted = $3, updated_at = $4 WHERE id = $1",
+                        )
+                        .bind(row.task_id)
+                        .bind(output)
+                        .bind(true)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                        end_attempt(&mut tx, attempt.0, AttemptOutcome::Succeeded, None, Some(report), now).await?;
+                        if !row.counted {
+                            add_counters(&mut tx, row.job_id, &report.counters).await?;
+                        }
+                        let left: i64 = sqlx::query_scalar(
+                            "SELECT COUNT(*) FROM tasks WHERE job_id = $1 AND kind = $2 AND state <> 'completed'",
+                        )
+                        .bind(row.job_id)
+                        .bind(kind.as_str())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        if left == 0 {
+                            let (from, to) = match kind {
+                                TaskKind::Map => ("mapping", "reducing"),
+                                TaskKind::Reduce => ("reducing", "succeeded"),
+                            };
+                            sqlx::query(
+                                "UPDATE jobs SET state = $2, finished_at = CASE WHEN $2 = 'succeeded' THEN $4 ELSE NULL END \
+                                 WHERE id = $1 AND state = $3",
+                            )
+                            .bind(row.job_id)
+                            .bind(to)
+                            .bind(from)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                            if kind == TaskKind::Reduce {
+                                // The last reduce may finish while a lost map
+                                // runs again; every output is in, so the job is.
+                                sqlx::query(
+                                    "UPDATE jobs SET state = 'succeeded', finished_at = $2 \
+                                     WHERE id = $1 AND state = 'mapping'",
+                                )
+                                .bind(row.job_id)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                            }
+                        }
+                    }
+                    (AttemptResult::Map { .. } | AttemptResult::Reduce { .. }, _) => {
+                        return Err(StoreError::Conflict(format!("a {} task cannot report that result", kind.as_str())));
+                    }
+                    (AttemptResult::Failed(failure), _) => {
+                        let (outcome, message, guest) = match failure {
+                            Failure::Guest { message } => (AttemptOutcome::Failed, message.clone(), true),
+                            Failure::Host { message } => (AttemptOutcome::Lost, message.clone(), false),
+                            Failure::FetchFailed { map_task, message } => {
+                                let belongs: Option<i64> =
+                                    sqlx::query_scalar("SELECT id FROM tasks WHERE id = $1 AND job_id = $2")
+                                        .bind(map_task.0)
+                                        .bind(row.job_id)
+                                        .fetch_optional(&mut *tx)
+                                        .await?;
+                                if belongs.is_some() {
+                                    lose_map_output(&mut tx, map_task.0, now).await?;
+                                }
+                                (AttemptOutcome::Lost, format!("fetching map output of task {map_task}: {message}"), false)
+                            }
+                        };
+                        end_attempt(&mut tx, attempt.0, outcome, Some(&message), Some(report), now).await?;
+                        let failures = row.failures + i32::from(guest);
+                        let host_failures = row.host_failures + i32::from(!guest);
+                        let give_up = failures >= spec.max_attempts as i32 || host_failures >= MAX_HOST_FAILURES;
+                        let state = if give_up { TaskState::Failed } else { TaskState::Idle };
+                        sqlx::query(
+                            "UPDATE tasks SET state = $2, failures = $3, host_failures = $4, worker_id = NULL, \
+                             attempt_id = NULL, lease_deadline = NULL, updated_at = $5 WHERE id = $1",
+                        )
+                        .bind(row.task_id)
+                        .bind(state.as_str())
+                        .bind(failures)
+                        .bind(host_failures)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                        if give_up {
+                            let error = if guest {
+                                format!("{task_name} failed {failures} times; last error: {message}")
+                            } else {
+                                format!("{task_name} could not run ({host_failures} host failures); last error: {message}")
+                            };
+                            fail_job_tx(&mut tx, row.job_id, &error, now).await?;
+                        }
+                    }
+                }
+                tx.commit().await?;
+                Ok(Completion::Accepted {
+                    job: JobId(row.job_id),
+                    reduce_partition,
+                })
+            }
+
+            async fn expire(&self, now: i64, liveness: Liveness) -> StoreResult<u64> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("UPDATE workers SET state = 'dead' WHERE state = 'alive' AND last_heartbeat < $1")
+                    .bind(now - liveness.dead_after_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                let stale: Vec<(i64, Option<i64>, bool)> = sqlx::query_as(
+                    "SELECT t.id, t.attempt_id, t.lease_deadline < $1 AS expired FROM tasks t \
+                     JOIN jobs j ON j.id = t.job_id \
+                     WHERE t.state = 'in_progress' AND j.state IN ('mapping', 'reducing') AND (t.lease_deadline < $1 \
+                       OR t.worker_id IN (SELECT id FROM workers WHERE state = 'dead'))",
+                )
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut requeued = 0;
+                for (task, attempt, expired) in &stale {
+                    sqlx::query(
+                        "UPDATE tasks SET state = 'idle', worker_id = NULL, attempt_id = NULL, lease_deadline = NULL, \
+                         updated_at = $2 WHERE id = $1 AND state = 'in_progress'",
+                    )
+                    .bind(task)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    if let Some(attempt) = attempt {
+                        let why = if *expired { "lease expired (the worker stopped renewing it)" } else { "worker lost" };
+                        end_attempt(&mut tx, *attempt, AttemptOutcome::Lost, Some(why), None, now).await?;
+                    }
+                    requeued += 1;
+                }
+                let lost: Vec<i64> = sqlx::query_scalar(
+                    "SELECT t.id FROM tasks t JOIN jobs j ON j.id = t.job_id \
+                     WHERE t.kind = 'map' AND t.state = 'completed' AND j.state IN ('mapping', 'reducing') \
+                     AND t.worker_id IN (SELECT id FROM workers WHERE state = 'dead')",
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+                for task in lost {
+                    if lose_map_output(&mut tx, task, now).await? {
+                        requeued += 1;
+                    }
+                }
+                tx.commit().await?;
+                Ok(requeued)
+            }
+        }
+    };
+}
+
+pub(super) use store_impl;
+
+/// Where a reduce attempt's output is staged in the blob store. The job's
+/// visible output for a partition is the staged file of the attempt the
+/// store accepted, so publishing it is the same commit that completes the
+/// task: exactly one attempt's output is ever visible.
+pub fn staged_output_path(job: JobId, attempt: AttemptId, partition: u32) -> String {
+    format!("jobs/{job}/attempts/{attempt}/part-r-{partition:05}")
+}
