@@ -17,6 +17,7 @@ use protocol::{AttemptId, Counters, JobId, JobSpec, JobState, TaskKind, WorkerId
 use serde::{Deserialize, Serialize};
 
 pub use postgres::PostgresStore;
+pub use sql::staged_output_path;
 pub use sqlite::SqliteStore;
 
 /// Store errors. `Conflict` and `NotFound` are for the API to show; the
@@ -167,6 +168,14 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tasks(&self, job: JobId) -> StoreResult<Vec<TaskInfo>>;
     /// A job's attempts.
     async fn list_attempts(&self, job: JobId) -> StoreResult<Vec<AttemptInfo>>;
+    /// Committed reduce outputs of a job: (partition, staged blob path).
+    async fn reduce_outputs(&self, job: JobId) -> StoreResult<Vec<(u32, String)>>;
+    /// The job, kind and index of an attempt's task, and whether the
+    /// attempt still holds its lease.
+    async fn attempt_target(
+        &self,
+        attempt: AttemptId,
+    ) -> StoreResult<Option<(JobId, TaskKind, u32, bool)>>;
     /// An attempt's logs.
     async fn attempt_logs(
         &self,

@@ -613,6 +613,39 @@ macro_rules! store_impl {
                 .collect()
             }
 
+            async fn reduce_outputs(&self, job: JobId) -> StoreResult<Vec<(u32, String)>> {
+                let rows: Vec<(i32, Option<String>)> = sqlx::query_as(
+                    "SELECT idx, output FROM tasks WHERE job_id = $1 AND kind = 'reduce' AND state = 'completed' \
+                     ORDER BY idx",
+                )
+                .bind(job.0)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|(idx, output)| Some((idx as u32, output?)))
+                    .collect())
+            }
+
+            async fn attempt_target(&self, attempt: AttemptId) -> StoreResult<Option<(JobId, TaskKind, u32, bool)>> {
+                let row: Option<(i64, String, i32, String, Option<i64>)> = sqlx::query_as(
+                    "SELECT t.job_id, t.kind, t.idx, t.state, t.attempt_id FROM attempts a \
+                     JOIN tasks t ON t.id = a.task_id WHERE a.id = $1",
+                )
+                .bind(attempt.0)
+                .fetch_optional(&self.pool)
+                .await?;
+                match row {
+                    Some((job, kind, idx, state, current)) => Ok(Some((
+                        JobId(job),
+                        parse(&kind)?,
+                        idx as u32,
+                        state == "in_progress" && current == Some(attempt.0),
+                    ))),
+                    None => Ok(None),
+                }
+            }
+
             async fn attempt_logs(&self, job: JobId, attempt: AttemptId) -> StoreResult<Option<AttemptLogs>> {
                 let row: Option<(Option<String>, Option<String>)> =
                     sqlx::query_as("SELECT stdout, stderr FROM attempts WHERE id = $1 AND job_id = $2")

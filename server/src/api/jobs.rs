@@ -1,0 +1,254 @@
+//! `/jobs`: submit (validated: 422 naming the field), list, get, cancel,
+//! tasks, attempts and their logs, outputs, and a server-sent-events stream
+//! of a job's progress.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::{get, post};
+use futures::Stream;
+use protocol::api::{AttemptInfo, AttemptLogs, JobInfo, OutputFile, TaskInfo};
+use protocol::{AttemptId, JobId, JobSpec};
+use serde::Deserialize;
+
+use crate::error::{ApiError, ApiResult};
+use crate::store::JobRecord;
+use crate::{AppState, now_ms};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/jobs", get(list).post(submit))
+        .route("/jobs/{id}", get(show))
+        .route("/jobs/{id}/cancel", post(cancel))
+        .route("/jobs/{id}/tasks", get(tasks))
+        .route("/jobs/{id}/attempts", get(attempts))
+        .route("/jobs/{id}/attempts/{attempt}/logs", get(logs))
+        .route("/jobs/{id}/outputs", get(outputs))
+        .route("/jobs/{id}/outputs/{name}", get(download))
+        .route("/jobs/{id}/events", get(events))
+}
+
+fn parse_job(id: &str) -> ApiResult<JobId> {
+    id.parse().map_err(ApiError::NotFound)
+}
+
+/// The API view of a job.
+pub async fn job_info(state: &AppState, record: JobRecord) -> ApiResult<JobInfo> {
+    let counters = state.store.job_counters(record.id).await?;
+    let outputs = state
+        .store
+        .reduce_outputs(record.id)
+        .await?
+        .into_iter()
+        .map(|(p, _)| worker::local::part_name(p))
+        .collect();
+    Ok(JobInfo {
+        id: record.id,
+        spec: record.spec,
+        state: record.state,
+        error: record.error,
+        map: record.map,
+        reduce: record.reduce,
+        counters,
+        created_at: record.created_at,
+        finished_at: record.finished_at,
+        outputs,
+    })
+}
+
+async fn load(state: &AppState, id: &str) -> ApiResult<JobRecord> {
+    let id = parse_job(id)?;
+    state
+        .store
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<JobInfo>)> {
+    let spec: JobSpec = serde_json::from_slice(&body).map_err(|e| ApiError::InvalidSpec {
+        field: json_field(&e.to_string()),
+        message: e.to_string(),
+    })?;
+    spec.validate()?;
+    if state.store.get_module(&spec.module).await?.is_none() {
+        return Err(ApiError::InvalidSpec {
+            field: "module".into(),
+            message: format!("no module {} (upload it first)", spec.module),
+        });
+    }
+    let job = crate::scheduler::plan_job(&state, spec).await?;
+    let id = state.store.create_job(&job, now_ms()).await?;
+    tracing::info!(job_id = %id, maps = job.maps.len(), reducers = job.spec.reducers, "job submitted");
+    state.changed.notify_waiters();
+    let record = state
+        .store
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
+    Ok((StatusCode::CREATED, Json(job_info(&state, record).await?)))
+}
+
+/// Best guess at the field a serde error is about (`unknown field `x``,
+/// `missing field `x``, `invalid type ... at line`), for the 422 body.
+fn json_field(message: &str) -> String {
+    for marker in ["unknown field `", "missing field `"] {
+        if let Some(rest) = message.split(marker).nth(1)
+            && let Some(field) = rest.split('`').next()
+        {
+            return field.to_owned();
+        }
+    }
+    "body".into()
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<i64>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<JobInfo>>> {
+    let records = state
+        .store
+        .list_jobs(q.limit.unwrap_or(100).clamp(1, 1000))
+        .await?;
+    let mut jobs = Vec::with_capacity(records.len());
+    for record in records {
+        jobs.push(job_info(&state, record).await?);
+    }
+    Ok(Json(jobs))
+}
+
+async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<JobInfo>> {
+    let record = load(&state, &id).await?;
+    Ok(Json(job_info(&state, record).await?))
+}
+
+async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<JobInfo>> {
+    let id = parse_job(&id)?;
+    state.store.cancel_job(id, now_ms()).await?;
+    state.changed.notify_waiters();
+    let record = load(&state, &id.to_string()).await?;
+    Ok(Json(job_info(&state, record).await?))
+}
+
+async fn tasks(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<TaskInfo>>> {
+    let record = load(&state, &id).await?;
+    Ok(Json(state.store.list_tasks(record.id).await?))
+}
+
+async fn attempts(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<AttemptInfo>>> {
+    let record = load(&state, &id).await?;
+    Ok(Json(state.store.list_attempts(record.id).await?))
+}
+
+async fn logs(
+    State(state): State<AppState>,
+    Path((id, attempt)): Path<(String, String)>,
+) -> ApiResult<Json<AttemptLogs>> {
+    let job = parse_job(&id)?;
+    let attempt: AttemptId = attempt.parse().map_err(ApiError::NotFound)?;
+    state
+        .store
+        .attempt_logs(job, attempt)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no attempt {attempt} in job {job}")))
+}
+
+async fn outputs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<OutputFile>>> {
+    let record = load(&state, &id).await?;
+    let mut files = Vec::new();
+    for (partition, key) in state.store.reduce_outputs(record.id).await? {
+        let size = state
+            .blobs
+            .size(&key)
+            .await
+            .map_err(ApiError::internal)?
+            .unwrap_or(0);
+        files.push(OutputFile {
+            name: worker::local::part_name(partition),
+            size,
+        });
+    }
+    Ok(Json(files))
+}
+
+async fn download(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let record = load(&state, &id).await?;
+    let key = state
+        .store
+        .reduce_outputs(record.id)
+        .await?
+        .into_iter()
+        .find(|(p, _)| worker::local::part_name(*p) == name)
+        .map(|(_, key)| key)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("job {} has no committed output {name}", record.id))
+        })?;
+    super::datasets::stream_blob(&state, &key, &name).await
+}
+
+/// `event: progress` with the job as data whenever it changes, until it
+/// finishes (the last event is the finished job).
+async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let record = load(&state, &id).await?;
+    let id = record.id;
+    let stream = async_stream(state, id);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+fn async_stream(state: AppState, id: JobId) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold(
+        (state, None::<String>, false),
+        move |(state, last, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                let info = match state.store.get_job(id).await {
+                    Ok(Some(record)) => job_info(&state, record).await.ok(),
+                    _ => None,
+                };
+                let Some(info) = info else {
+                    return None;
+                };
+                let text = serde_json::to_string(&info).unwrap_or_default();
+                if last.as_deref() != Some(text.as_str()) {
+                    let finished = info.state.is_finished();
+                    let event = Event::default().event("progress").data(text.clone());
+                    return Some((Ok(event), (state, Some(text), finished)));
+                }
+                let changed = state.changed.notified();
+                let _ = tokio::time::timeout(Duration::from_millis(500), changed).await;
+            }
+        },
+    )
+}
