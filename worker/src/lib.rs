@@ -3,6 +3,7 @@
 //! distributed worker share: the runtime, input splitting, the sort/spill/
 //! merge machinery and the map-output file format.
 
+pub mod agent;
 pub mod input;
 pub mod local;
 pub mod map;

@@ -1,0 +1,168 @@
+//! The coordinator's worker endpoints, as typed calls.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use protocol::worker_api::{
+    CompleteRequest, CompleteResponse, HeartbeatRequest, HeartbeatResponse, Lease, LeaseRequest,
+    RegisterRequest, RegisterResponse,
+};
+use protocol::{AttemptId, WorkerId};
+use reqwest::StatusCode;
+
+/// A client of one coordinator.
+#[derive(Clone)]
+pub struct Coordinator {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Coordinator {
+    /// A client for `base` (e.g. `http://127.0.0.1:7878`) with the worker token.
+    pub fn new(base: &str, token: &str) -> anyhow::Result<Self> {
+        Ok(Coordinator {
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build()?,
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+        })
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1/worker{path}", self.base)
+    }
+
+    async fn post<B: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<R>> {
+        let response = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .timeout(timeout)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("calling the coordinator at {}", self.base))?;
+        match response.status() {
+            StatusCode::NO_CONTENT => Ok(None),
+            status if status.is_success() => Ok(Some(response.json().await?)),
+            status => {
+                let text = response.text().await.unwrap_or_default();
+                bail!("coordinator answered {status}: {text}")
+            }
+        }
+    }
+
+    /// Registers.
+    pub async fn register(&self, address: &str, slots: u32) -> anyhow::Result<RegisterResponse> {
+        let req = RegisterRequest {
+            address: address.to_owned(),
+            slots,
+        };
+        self.post("/register", &req, Duration::from_secs(10))
+            .await?
+            .context("empty registration response")
+    }
+
+    /// Long-polls for a lease.
+    pub async fn lease(&self, worker: &WorkerId, wait: Duration) -> anyhow::Result<Option<Lease>> {
+        let req = LeaseRequest {
+            worker_id: worker.clone(),
+            wait_ms: wait.as_millis() as u64,
+        };
+        self.post("/lease", &req, wait + Duration::from_secs(10))
+            .await
+    }
+
+    /// Heartbeats.
+    pub async fn heartbeat(&self, req: &HeartbeatRequest) -> anyhow::Result<HeartbeatResponse> {
+        self.post("/heartbeat", req, Duration::from_secs(10))
+            .await?
+            .context("empty heartbeat response")
+    }
+
+    /// Reports an attempt's end.
+    pub async fn complete(
+        &self,
+        attempt: AttemptId,
+        req: &CompleteRequest,
+    ) -> anyhow::Result<bool> {
+        let response: Option<CompleteResponse> = self
+            .post(
+                &format!("/attempts/{attempt}/complete"),
+                req,
+                Duration::from_secs(30),
+            )
+            .await?;
+        Ok(response.is_some_and(|r| r.accepted))
+    }
+
+    /// Downloads a module's bytes.
+    pub async fn module(&self, sha256: &str) -> anyhow::Result<bytes::Bytes> {
+        let response = self
+            .http
+            .get(self.url(&format!("/modules/{sha256}")))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(response.bytes().await?)
+    }
+
+    /// Opens input bytes of a dataset file from `offset` on.
+    pub async fn dataset(
+        &self,
+        path: &str,
+        offset: u64,
+    ) -> anyhow::Result<Option<reqwest::Response>> {
+        let response = self
+            .http
+            .get(self.url(&format!("/datasets/{path}")))
+            .bearer_auth(&self.token)
+            .header("range", format!("bytes={offset}-"))
+            .send()
+            .await?;
+        if response.status() == StatusCode::RANGE_NOT_SATISFIABLE {
+            return Ok(None);
+        }
+        Ok(Some(response.error_for_status()?))
+    }
+
+    /// Stages a reduce output. False when the attempt lost its lease.
+    pub async fn upload_output(
+        &self,
+        attempt: AttemptId,
+        file: tokio::fs::File,
+    ) -> anyhow::Result<bool> {
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+            file,
+            256 << 10,
+        ));
+        let response = self
+            .http
+            .put(self.url(&format!("/attempts/{attempt}/output")))
+            .bearer_auth(&self.token)
+            .body(body)
+            .send()
+            .await?;
+        match response.status() {
+            StatusCode::CONFLICT | StatusCode::NOT_FOUND => Ok(false),
+            status if status.is_success() => Ok(true),
+            status => bail!(
+                "staging the output failed: {status}: {}",
+                response.text().await.unwrap_or_default()
+            ),
+        }
+    }
+}
