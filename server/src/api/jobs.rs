@@ -232,7 +232,11 @@ fn async_stream(state: AppState, id: JobId) -> impl Stream<Item = Result<Event, 
             if done {
                 return None;
             }
+            let notify = state.changed.clone();
             loop {
+                let changed = notify.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
                 let info = match state.store.get_job(id).await {
                     Ok(Some(record)) => job_info(&state, record).await.ok(),
                     _ => None,
@@ -246,7 +250,6 @@ fn async_stream(state: AppState, id: JobId) -> impl Stream<Item = Result<Event, 
                     let event = Event::default().event("progress").data(text.clone());
                     return Some((Ok(event), (state, Some(text), finished)));
                 }
-                let changed = state.changed.notified();
                 let _ = tokio::time::timeout(Duration::from_millis(500), changed).await;
             }
         },

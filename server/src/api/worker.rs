@@ -72,7 +72,11 @@ async fn lease(
     let wait = Duration::from_millis(req.wait_ms).min(state.config.lease_wait);
     let deadline = Instant::now() + wait;
     loop {
+        // Registered before looking, so a change between the look and the
+        // wait is not missed.
         let changed = state.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         if let Some(lease) = state
             .store
             .lease(&req.worker_id, now_ms(), state.config.liveness())
