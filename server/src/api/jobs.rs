@@ -241,9 +241,7 @@ fn async_stream(state: AppState, id: JobId) -> impl Stream<Item = Result<Event, 
                     Ok(Some(record)) => job_info(&state, record).await.ok(),
                     _ => None,
                 };
-                let Some(info) = info else {
-                    return None;
-                };
+                let info = info?;
                 let text = serde_json::to_string(&info).unwrap_or_default();
                 if last.as_deref() != Some(text.as_str()) {
                     let finished = info.state.is_finished();

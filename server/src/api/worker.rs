@@ -194,11 +194,11 @@ async fn dataset(
         return Err(ApiError::NotFound(format!("no dataset file {path}")));
     };
     if start >= size {
-        return Ok(Response::builder()
+        return Response::builder()
             .status(StatusCode::RANGE_NOT_SATISFIABLE)
             .header("content-range", format!("bytes */{size}"))
             .body(Body::empty())
-            .map_err(ApiError::internal)?);
+            .map_err(ApiError::internal);
     }
     let end = end.map_or(size, |e| e.min(size));
     let (_, stream) = state

@@ -167,7 +167,6 @@ pub(super) struct CompletionRow {
     pub task_id: i64,
     pub job_id: i64,
     pub worker_id: String,
-    pub outcome: String,
     pub kind: String,
     pub idx: i32,
     pub task_state: String,
@@ -175,6 +174,7 @@ pub(super) struct CompletionRow {
     pub failures: i32,
     pub host_failures: i32,
     pub counted: bool,
+    pub reported: bool,
     pub job_state: String,
     pub spec: String,
 }
@@ -244,11 +244,11 @@ macro_rules! store_impl {
             ") AND state = 'idle' RETURNING id, job_id, kind, idx, input"
         );
 
-        const COMPLETION_ROW: &str = concat!(
-            "SELECT a.task_id, a.job_id, a.worker_id, a.outcome, t.kind, t.idx, t.state AS task_state, \
-             t.attempt_id AS task_attempt, t.failures, t.host_failures, t.counted, j.state AS job_state, j.spec \
-             FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = a.job_id WHERE a.id = $1"
-        );
+        const COMPLETION_ROW: &str =
+            "SELECT a.task_id, a.job_id, a.worker_id, t.kind, t.idx, t.state AS task_state, \
+             t.attempt_id AS task_attempt, t.failures, t.host_failures, t.counted, \
+             a.counters IS NOT NULL AS reported, j.state AS job_state, j.spec \
+             FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = a.job_id WHERE a.id = $1";
 
         const LOCK_JOB_OF_ATTEMPT: &str = concat!(
             "SELECT id FROM jobs WHERE id = (SELECT job_id FROM attempts WHERE id = $1) ",
@@ -335,7 +335,32 @@ macro_rules! store_impl {
             Ok(())
         }
 
+        /// Takes every running attempt of a job that just ended back: the
+        /// workers learn it from their next heartbeat, and their reports
+        /// are refused.
+        async fn release_running(tx: &mut sqlx::Transaction<'static, $db>, job: i64, why: &str, now: i64) -> StoreResult<()> {
+            sqlx::query(
+                "UPDATE attempts SET outcome = 'superseded', error = $2, ended_at = $3 \
+                 WHERE job_id = $1 AND outcome = 'running'",
+            )
+            .bind(job)
+            .bind(why)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query(
+                "UPDATE tasks SET state = 'idle', worker_id = NULL, attempt_id = NULL, lease_deadline = NULL, \
+                 updated_at = $2 WHERE job_id = $1 AND state = 'in_progress'",
+            )
+            .bind(job)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
         async fn fail_job_tx(tx: &mut sqlx::Transaction<'static, $db>, job: i64, error: &str, now: i64) -> StoreResult<()> {
+            release_running(tx, job, "the job failed", now).await?;
             sqlx::query(
                 "UPDATE jobs SET state = 'failed', error = $2, finished_at = $3 \
                  WHERE id = $1 AND state IN ('mapping', 'reducing')",
@@ -570,6 +595,7 @@ macro_rules! store_impl {
                 if state.is_finished() {
                     return Err(StoreError::Conflict(format!("job {id} already {}", state.as_str())));
                 }
+                release_running(&mut tx, id.0, "the job was cancelled", now).await?;
                 sqlx::query("UPDATE jobs SET state = 'cancelled', error = 'cancelled by a user', finished_at = $2 WHERE id = $1")
                     .bind(id.0)
                     .bind(now)
@@ -800,11 +826,12 @@ macro_rules! store_impl {
                         .bind(job)
                         .fetch_all(&mut *tx)
                         .await?;
-                        let maps: i64 = sqlx::query_scalar("SELECT map_tasks FROM jobs WHERE id = $1")
+                        // INTEGER column: INT4 on Postgres, so read as i32.
+                        let maps: i32 = sqlx::query_scalar("SELECT map_tasks FROM jobs WHERE id = $1")
                             .bind(job)
                             .fetch_one(&mut *tx)
                             .await?;
-                        if rows.len() as i64 != maps {
+                        if rows.len() as i64 != i64::from(maps) {
                             // The job is between phases (a map output was just
                             // lost); the rollback leaves the task idle.
                             return Ok(None);
@@ -864,7 +891,11 @@ macro_rules! store_impl {
                     && row.worker_id == report.worker_id.0
                     && !job_state.is_finished();
                 if !holds {
-                    if row.outcome == AttemptOutcome::Running.as_str() {
+                    // Only the attempt's own worker ends it, and only with its
+                    // first report: a running attempt, or one whose lease was
+                    // taken back before it reported (counters are set by a
+                    // report and by nothing else).
+                    if row.worker_id == report.worker_id.0 && !row.reported {
                         let why = "finished after another attempt took over or the job ended; result discarded";
                         end_attempt(&mut tx, attempt.0, AttemptOutcome::Superseded, Some(why), Some(report), now)
                             .await?;
@@ -998,49 +1029,66 @@ macro_rules! store_impl {
             }
 
             async fn expire(&self, now: i64, liveness: Liveness) -> StoreResult<u64> {
-                let mut tx = self.pool.begin().await?;
                 sqlx::query("UPDATE workers SET state = 'dead' WHERE state = 'alive' AND last_heartbeat < $1")
                     .bind(now - liveness.dead_after_ms)
-                    .execute(&mut *tx)
+                    .execute(&self.pool)
                     .await?;
-                let stale: Vec<(i64, Option<i64>, bool)> = sqlx::query_as(
-                    "SELECT t.id, t.attempt_id, t.lease_deadline < $1 AS expired FROM tasks t \
+                let stale: Vec<(i64, i64, Option<i64>, bool)> = sqlx::query_as(
+                    "SELECT t.id, t.job_id, t.attempt_id, t.lease_deadline < $1 AS expired FROM tasks t \
                      JOIN jobs j ON j.id = t.job_id \
                      WHERE t.state = 'in_progress' AND j.state IN ('mapping', 'reducing') AND (t.lease_deadline < $1 \
                        OR t.worker_id IN (SELECT id FROM workers WHERE state = 'dead'))",
                 )
                 .bind(now)
-                .fetch_all(&mut *tx)
+                .fetch_all(&self.pool)
                 .await?;
                 let mut requeued = 0;
-                for (task, attempt, expired) in &stale {
-                    sqlx::query(
+                // One transaction per task, each locking its job row first:
+                // the same order as `complete`, so the two never deadlock,
+                // and a completion that wins the race is left alone.
+                for (task, job, attempt, expired) in &stale {
+                    let mut tx = self.pool.begin().await?;
+                    sqlx::query(concat!("SELECT id FROM jobs WHERE id = $1 ", $lock_job))
+                        .bind(job)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let taken = sqlx::query(
                         "UPDATE tasks SET state = 'idle', worker_id = NULL, attempt_id = NULL, lease_deadline = NULL, \
-                         updated_at = $2 WHERE id = $1 AND state = 'in_progress'",
+                         updated_at = $3 WHERE id = $1 AND state = 'in_progress' AND attempt_id = $2",
                     )
                     .bind(task)
+                    .bind(attempt)
                     .bind(now)
                     .execute(&mut *tx)
-                    .await?;
-                    if let Some(attempt) = attempt {
-                        let why = if *expired { "lease expired (the worker stopped renewing it)" } else { "worker lost" };
-                        end_attempt(&mut tx, *attempt, AttemptOutcome::Lost, Some(why), None, now).await?;
+                    .await?
+                    .rows_affected();
+                    if taken > 0 {
+                        if let Some(attempt) = attempt {
+                            let why = if *expired { "lease expired (the worker stopped renewing it)" } else { "worker lost" };
+                            end_attempt(&mut tx, *attempt, AttemptOutcome::Lost, Some(why), None, now).await?;
+                        }
+                        requeued += 1;
                     }
-                    requeued += 1;
+                    tx.commit().await?;
                 }
-                let lost: Vec<i64> = sqlx::query_scalar(
-                    "SELECT t.id FROM tasks t JOIN jobs j ON j.id = t.job_id \
+                let lost: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT t.id, t.job_id FROM tasks t JOIN jobs j ON j.id = t.job_id \
                      WHERE t.kind = 'map' AND t.state = 'completed' AND j.state IN ('mapping', 'reducing') \
                      AND t.worker_id IN (SELECT id FROM workers WHERE state = 'dead')",
                 )
-                .fetch_all(&mut *tx)
+                .fetch_all(&self.pool)
                 .await?;
-                for task in lost {
+                for (task, job) in lost {
+                    let mut tx = self.pool.begin().await?;
+                    sqlx::query(concat!("SELECT id FROM jobs WHERE id = $1 ", $lock_job))
+                        .bind(job)
+                        .fetch_optional(&mut *tx)
+                        .await?;
                     if lose_map_output(&mut tx, task, now).await? {
                         requeued += 1;
                     }
+                    tx.commit().await?;
                 }
-                tx.commit().await?;
                 Ok(requeued)
             }
         }

@@ -1,0 +1,160 @@
+//! Failed attempts: a guest's failures use up the task's attempts, the
+//! host's do not, and a failed fetch runs the lost map again.
+
+use std::sync::Arc;
+
+use protocol::worker_api::{Failure, TaskWork};
+use protocol::{AttemptOutcome, JobState, TaskKind, TaskState};
+use server::store::{Completion, Store};
+
+use super::{
+    LIVE, attempt, create_job, create_job_with, failed, job, lease, map_done, register, run_maps,
+    spec, task,
+};
+
+fn guest(message: &str) -> Failure {
+    Failure::Guest {
+        message: message.into(),
+    }
+}
+
+pub async fn guest_failures_use_up_attempts(store: Arc<dyn Store>) {
+    let w = register(&store, "w1", 0).await;
+    let mut two_attempts = spec(1);
+    two_attempts.max_attempts = 2;
+    let id = create_job_with(&store, two_attempts, 1, 10).await;
+
+    let first = lease(&store, &w, 100).await;
+    let done = store
+        .complete(
+            first.attempt,
+            &failed(&w, guest("bad record at line 7")),
+            110,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        done,
+        Completion::Accepted {
+            job: id,
+            reduce_partition: None
+        }
+    );
+    let retry = task(&store, id, TaskKind::Map, 0).await;
+    assert_eq!(
+        (retry.state, retry.worker.as_ref()),
+        (TaskState::Idle, None)
+    );
+    assert_eq!((retry.failures, retry.attempts), (1, 1));
+    let a = attempt(&store, id, first.attempt).await;
+    assert_eq!(a.outcome, AttemptOutcome::Failed);
+    assert_eq!(a.ended_at, Some(110));
+    assert!(a.error.unwrap().contains("bad record at line 7"));
+    assert_eq!(job(&store, id).await.state, JobState::Mapping);
+
+    let second = lease(&store, &w, 200).await;
+    assert_eq!(second.task, first.task);
+    store
+        .complete(
+            second.attempt,
+            &failed(&w, guest("panicked: out of range")),
+            210,
+        )
+        .await
+        .unwrap();
+    let gave_up = task(&store, id, TaskKind::Map, 0).await;
+    assert_eq!(
+        (gave_up.state, gave_up.failures, gave_up.attempts),
+        (TaskState::Failed, 2, 2)
+    );
+    let failed_job = job(&store, id).await;
+    assert_eq!(failed_job.state, JobState::Failed);
+    assert_eq!(failed_job.finished_at, Some(210));
+    assert_eq!(failed_job.map.failed, 1);
+    let error = failed_job.error.expect("a failed job says why");
+    assert!(error.contains("panicked: out of range"), "{error}");
+    assert_eq!(store.lease(&w, 300, LIVE).await.unwrap(), None);
+}
+
+pub async fn host_failures_do_not_count(store: Arc<dyn Store>) {
+    let w = register(&store, "w1", 0).await;
+    let mut one_attempt = spec(1);
+    one_attempt.max_attempts = 1;
+    let id = create_job_with(&store, one_attempt, 1, 10).await;
+
+    for round in 0..3 {
+        let now = 100 * (round + 1);
+        let held = lease(&store, &w, now).await;
+        let host = Failure::Host {
+            message: "disk full".into(),
+        };
+        let done = store
+            .complete(held.attempt, &failed(&w, host), now + 10)
+            .await
+            .unwrap();
+        assert!(matches!(done, Completion::Accepted { .. }));
+        let t = task(&store, id, TaskKind::Map, 0).await;
+        assert_eq!((t.state, t.failures), (TaskState::Idle, 0));
+        assert_eq!(t.attempts, round as u32 + 1);
+        let a = attempt(&store, id, held.attempt).await;
+        assert_eq!(a.outcome, AttemptOutcome::Lost);
+        assert!(a.error.unwrap().contains("disk full"));
+        assert_eq!(job(&store, id).await.state, JobState::Mapping);
+    }
+
+    // With one attempt allowed, the task still has it.
+    let last = lease(&store, &w, 1_000).await;
+    store
+        .complete(last.attempt, &map_done(&w, 0, 1), 1_010)
+        .await
+        .unwrap();
+    assert_eq!(job(&store, id).await.state, JobState::Reducing);
+}
+
+pub async fn fetch_failure_reruns_the_map(store: Arc<dyn Store>) {
+    let w1 = register(&store, "w1", 0).await;
+    let w2 = register(&store, "w2", 0).await;
+    let id = create_job(&store, 2, 1, 10).await;
+    let maps = run_maps(&store, id, &[&w1, &w2], 2, 1, 100).await;
+    assert_eq!(job(&store, id).await.state, JobState::Reducing);
+    let map1 = task(&store, id, TaskKind::Map, 1).await;
+
+    let reduce = lease(&store, &w1, 200).await;
+    assert_eq!(reduce.kind, TaskKind::Reduce);
+    let fetch = Failure::FetchFailed {
+        map_task: map1.id,
+        message: "connection refused".into(),
+    };
+    let done = store
+        .complete(reduce.attempt, &failed(&w1, fetch), 210)
+        .await
+        .unwrap();
+    assert!(matches!(done, Completion::Accepted { .. }));
+
+    assert_eq!(job(&store, id).await.state, JobState::Mapping);
+    let lost = task(&store, id, TaskKind::Map, 1).await;
+    assert_eq!((lost.state, lost.worker), (TaskState::Idle, None));
+    let kept = task(&store, id, TaskKind::Map, 0).await;
+    assert_eq!(kept.state, TaskState::Completed);
+    let r = task(&store, id, TaskKind::Reduce, 0).await;
+    assert_eq!((r.state, r.failures, r.worker), (TaskState::Idle, 0, None));
+    let a = attempt(&store, id, reduce.attempt).await;
+    assert_eq!(a.outcome, AttemptOutcome::Lost);
+    assert!(a.error.unwrap().contains("connection refused"));
+
+    // Map 1 runs again, then the reduce reads its new output.
+    let rerun = lease(&store, &w1, 300).await;
+    assert_eq!((rerun.kind, rerun.index), (TaskKind::Map, 1));
+    assert_eq!(store.lease(&w2, 305, LIVE).await.unwrap(), None);
+    store
+        .complete(rerun.attempt, &map_done(&w1, 1, 1), 310)
+        .await
+        .unwrap();
+    assert_eq!(job(&store, id).await.state, JobState::Reducing);
+    let again = lease(&store, &w2, 400).await;
+    let TaskWork::Reduce { sources, .. } = &again.work else {
+        panic!("a reduce lease carries reduce work");
+    };
+    let attempts: Vec<_> = sources.iter().map(|s| s.attempt).collect();
+    assert_eq!(attempts, [maps[0], rerun.attempt]);
+}
