@@ -115,6 +115,10 @@ pub struct Liveness {
     pub dead_after_ms: i64,
 }
 
+/// A task must run at least this long (and twice its finished peers'
+/// average) before an idle worker starts a backup attempt of it.
+pub const BACKUP_MIN_RUNNING_MS: i64 = 3_000;
+
 /// Host failures a task may have before its job fails anyway: a task that
 /// keeps losing its worker or its input is not going to succeed.
 pub const MAX_HOST_FAILURES: i32 = 20;

@@ -171,6 +171,7 @@ pub(super) struct CompletionRow {
     pub idx: i32,
     pub task_state: String,
     pub task_attempt: Option<i64>,
+    pub backup_attempt: Option<i64>,
     pub failures: i32,
     pub host_failures: i32,
     pub counted: bool,
@@ -244,9 +245,28 @@ macro_rules! store_impl {
             ") AND state = 'idle' RETURNING id, job_id, kind, idx, input"
         );
 
+        /// A backup attempt of a straggler: a running task of a phase with
+        /// nothing left to start, running on another worker for longer
+        /// than `BACKUP_MIN_RUNNING_MS` and than twice its finished peers'
+        /// average, and without a backup yet.
+        const BACKUP_CANDIDATE: &str = concat!(
+            "UPDATE tasks SET backup_worker_id = $1, backup_deadline = $2, attempts = attempts + 1, updated_at = $3 \
+             WHERE id = (SELECT t.id FROM tasks t JOIN jobs j ON j.id = t.job_id JOIN attempts a ON a.id = t.attempt_id \
+               WHERE t.state = 'in_progress' AND t.backup_worker_id IS NULL AND t.worker_id <> $1 \
+               AND ((t.kind = 'map' AND j.state = 'mapping') OR (t.kind = 'reduce' AND j.state = 'reducing')) \
+               AND NOT EXISTS (SELECT 1 FROM tasks i WHERE i.job_id = t.job_id AND i.kind = t.kind AND i.state = 'idle') \
+               AND $3 - a.started_at > $4 \
+               AND $3 - a.started_at > 2 * (SELECT AVG(a2.ended_at - a2.started_at) FROM attempts a2 \
+                 JOIN tasks t2 ON t2.id = a2.task_id \
+                 WHERE t2.job_id = t.job_id AND t2.kind = t.kind AND a2.outcome = 'succeeded') \
+               ORDER BY a.started_at LIMIT 1 ",
+            $skip_locked,
+            ") AND state = 'in_progress' AND backup_worker_id IS NULL RETURNING id, job_id, kind, idx, input"
+        );
+
         const COMPLETION_ROW: &str =
             "SELECT a.task_id, a.job_id, a.worker_id, t.kind, t.idx, t.state AS task_state, \
-             t.attempt_id AS task_attempt, t.failures, t.host_failures, t.counted, \
+             t.attempt_id AS task_attempt, t.backup_attempt_id AS backup_attempt, t.failures, t.host_failures, t.counted, \
              a.counters IS NOT NULL AS reported, j.state AS job_state, j.spec \
              FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = a.job_id WHERE a.id = $1";
 
@@ -350,6 +370,7 @@ macro_rules! store_impl {
             .await?;
             sqlx::query(
                 "UPDATE tasks SET state = 'idle', worker_id = NULL, attempt_id = NULL, lease_deadline = NULL, \
+                 backup_attempt_id = NULL, backup_worker_id = NULL, backup_deadline = NULL, \
                  updated_at = $2 WHERE job_id = $1 AND state = 'in_progress'",
             )
             .bind(job)
@@ -702,7 +723,8 @@ macro_rules! store_impl {
             async fn list_workers(&self) -> StoreResult<Vec<WorkerInfo>> {
                 Ok(sqlx::query_as::<_, WorkerRow>(
                     "SELECT w.id, w.address, w.slots, w.state, w.last_heartbeat, \
-                     (SELECT COUNT(*) FROM tasks t WHERE t.worker_id = w.id AND t.state = 'in_progress') AS running \
+                     (SELECT COUNT(*) FROM tasks t WHERE t.state = 'in_progress' \
+                       AND (t.worker_id = w.id OR t.backup_worker_id = w.id)) AS running \
                      FROM workers w ORDER BY w.registered_at, w.id",
                 )
                 .fetch_all(&self.pool)
@@ -742,7 +764,17 @@ macro_rules! store_impl {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
-                    if held == 0 {
+                    let held_backup = sqlx::query(
+                        "UPDATE tasks SET backup_deadline = $3 WHERE backup_attempt_id = $1 AND backup_worker_id = $2 \
+                         AND state = 'in_progress'",
+                    )
+                    .bind(attempt.0)
+                    .bind(&worker.0)
+                    .bind(now + liveness.lease_ms)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if held + held_backup == 0 {
                         drop.push(*attempt);
                     }
                 }
@@ -776,9 +808,23 @@ macro_rules! store_impl {
                     .bind(now)
                     .fetch_optional(&mut *tx)
                     .await?;
-                let Some((task, job, kind, idx, input)) = picked else {
-                    return Ok(None);
+                let (picked, backup) = match picked {
+                    Some(picked) => (picked, false),
+                    None => {
+                        let backup: Option<(i64, i64, String, i32, String)> = sqlx::query_as(BACKUP_CANDIDATE)
+                            .bind(&worker.0)
+                            .bind(now + liveness.lease_ms)
+                            .bind(now)
+                            .bind(BACKUP_MIN_RUNNING_MS)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        match backup {
+                            Some(picked) => (picked, true),
+                            None => return Ok(None),
+                        }
+                    }
                 };
+                let (task, job, kind, idx, input) = picked;
                 let attempt: i64 = sqlx::query_scalar(
                     "INSERT INTO attempts (task_id, job_id, worker_id, backup, started_at, outcome) \
                      VALUES ($1, $2, $3, $4, $5, 'running') RETURNING id",
@@ -786,11 +832,16 @@ macro_rules! store_impl {
                 .bind(task)
                 .bind(job)
                 .bind(&worker.0)
-                .bind(false)
+                .bind(backup)
                 .bind(now)
                 .fetch_one(&mut *tx)
                 .await?;
-                sqlx::query("UPDATE tasks SET attempt_id = $2 WHERE id = $1")
+                let set_attempt = if backup {
+                    "UPDATE tasks SET backup_attempt_id = $2 WHERE id = $1"
+                } else {
+                    "UPDATE tasks SET attempt_id = $2 WHERE id = $1"
+                };
+                sqlx::query(set_attempt)
                     .bind(task)
                     .bind(attempt)
                     .execute(&mut *tx)
@@ -886,8 +937,12 @@ macro_rules! store_impl {
                     .await?
                     .ok_or(StoreError::NotFound)?;
                 let job_state = parse::<JobState>(&row.job_state)?;
+                let is_primary = row.task_attempt == Some(attempt.0);
+                let is_backup = row.backup_attempt == Some(attempt.0);
+                // The other attempt of the task still running, if any.
+                let rival = if is_primary { row.backup_attempt } else { row.task_attempt };
                 let holds = row.task_state == TaskState::InProgress.as_str()
-                    && row.task_attempt == Some(attempt.0)
+                    && (is_primary || is_backup)
                     && row.worker_id == report.worker_id.0
                     && !job_state.is_finished();
                 if !holds {
@@ -927,14 +982,21 @@ macro_rules! store_impl {
                         };
                         sqlx::query(
                             "UPDATE tasks SET state = 'completed', output = $2, lease_deadline = NULL, \
-                             counted = $3, updated_at = $4 WHERE id = $1",
+                             counted = $3, updated_at = $4, worker_id = $5, attempt_id = $6, \
+                             backup_attempt_id = NULL, backup_worker_id = NULL, backup_deadline = NULL WHERE id = $1",
                         )
                         .bind(row.task_id)
                         .bind(output)
                         .bind(true)
                         .bind(now)
+                        .bind(&report.worker_id.0)
+                        .bind(attempt.0)
                         .execute(&mut *tx)
                         .await?;
+                        if let Some(rival) = rival {
+                            let why = "another attempt of this task finished first";
+                            end_attempt(&mut tx, rival, AttemptOutcome::Superseded, Some(why), None, now).await?;
+                        }
                         end_attempt(&mut tx, attempt.0, AttemptOutcome::Succeeded, None, Some(report), now).await?;
                         if !row.counted {
                             add_counters(&mut tx, row.job_id, &report.counters).await?;
@@ -1000,10 +1062,27 @@ macro_rules! store_impl {
                         let host_failures = row.host_failures + i32::from(!guest);
                         let give_up = failures >= spec.max_attempts as i32 || host_failures >= MAX_HOST_FAILURES;
                         let state = if give_up { TaskState::Failed } else { TaskState::Idle };
-                        sqlx::query(
-                            "UPDATE tasks SET state = $2, failures = $3, host_failures = $4, worker_id = NULL, \
-                             attempt_id = NULL, lease_deadline = NULL, updated_at = $5 WHERE id = $1",
-                        )
+                        let update = match (give_up, rival.is_some(), is_primary) {
+                            // The backup carries on as the task's attempt.
+                            (false, true, true) => {
+                                "UPDATE tasks SET failures = $3, host_failures = $4, updated_at = $5, \
+                                 attempt_id = backup_attempt_id, worker_id = backup_worker_id, \
+                                 lease_deadline = backup_deadline, backup_attempt_id = NULL, backup_worker_id = NULL, \
+                                 backup_deadline = NULL WHERE id = $1 AND $2 = $2"
+                            }
+                            // The primary carries on; the backup slot frees up.
+                            (false, true, false) => {
+                                "UPDATE tasks SET failures = $3, host_failures = $4, updated_at = $5, \
+                                 backup_attempt_id = NULL, backup_worker_id = NULL, backup_deadline = NULL \
+                                 WHERE id = $1 AND $2 = $2"
+                            }
+                            _ => {
+                                "UPDATE tasks SET state = $2, failures = $3, host_failures = $4, worker_id = NULL, \
+                                 attempt_id = NULL, lease_deadline = NULL, backup_attempt_id = NULL, \
+                                 backup_worker_id = NULL, backup_deadline = NULL, updated_at = $5 WHERE id = $1"
+                            }
+                        };
+                        sqlx::query(update)
                         .bind(row.task_id)
                         .bind(state.as_str())
                         .bind(failures)
@@ -1043,6 +1122,35 @@ macro_rules! store_impl {
                 .fetch_all(&self.pool)
                 .await?;
                 let mut requeued = 0;
+                let stale_backups: Vec<(i64, i64, i64)> = sqlx::query_as(
+                    "SELECT t.id, t.job_id, t.backup_attempt_id FROM tasks t JOIN jobs j ON j.id = t.job_id \
+                     WHERE t.state = 'in_progress' AND t.backup_attempt_id IS NOT NULL \
+                     AND j.state IN ('mapping', 'reducing') AND (t.backup_deadline < $1 \
+                       OR t.backup_worker_id IN (SELECT id FROM workers WHERE state = 'dead'))",
+                )
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?;
+                for (task, job, attempt) in &stale_backups {
+                    let mut tx = self.pool.begin().await?;
+                    sqlx::query(concat!("SELECT id FROM jobs WHERE id = $1 ", $lock_job))
+                        .bind(job)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let taken = sqlx::query(
+                        "UPDATE tasks SET backup_attempt_id = NULL, backup_worker_id = NULL, backup_deadline = NULL \
+                         WHERE id = $1 AND state = 'in_progress' AND backup_attempt_id = $2",
+                    )
+                    .bind(task)
+                    .bind(attempt)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if taken > 0 {
+                        end_attempt(&mut tx, *attempt, AttemptOutcome::Lost, Some("backup attempt lost"), None, now).await?;
+                    }
+                    tx.commit().await?;
+                }
                 // One transaction per task, each locking its job row first:
                 // the same order as `complete`, so the two never deadlock,
                 // and a completion that wins the race is left alone.
@@ -1052,9 +1160,12 @@ macro_rules! store_impl {
                         .bind(job)
                         .fetch_optional(&mut *tx)
                         .await?;
-                    let taken = sqlx::query(
-                        "UPDATE tasks SET state = 'idle', worker_id = NULL, attempt_id = NULL, lease_deadline = NULL, \
-                         updated_at = $3 WHERE id = $1 AND state = 'in_progress' AND attempt_id = $2",
+                    // A running backup takes over; otherwise the task waits again.
+                    let promoted = sqlx::query(
+                        "UPDATE tasks SET attempt_id = backup_attempt_id, worker_id = backup_worker_id, \
+                         lease_deadline = backup_deadline, backup_attempt_id = NULL, backup_worker_id = NULL, \
+                         backup_deadline = NULL, updated_at = $3 \
+                         WHERE id = $1 AND state = 'in_progress' AND attempt_id = $2 AND backup_attempt_id IS NOT NULL",
                     )
                     .bind(task)
                     .bind(attempt)
@@ -1062,6 +1173,17 @@ macro_rules! store_impl {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
+                    let taken = promoted
+                        + sqlx::query(
+                            "UPDATE tasks SET state = 'idle', worker_id = NULL, attempt_id = NULL, lease_deadline = NULL, \
+                             updated_at = $3 WHERE id = $1 AND state = 'in_progress' AND attempt_id = $2",
+                        )
+                        .bind(task)
+                        .bind(attempt)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
                     if taken > 0 {
                         if let Some(attempt) = attempt {
                             let why = if *expired { "lease expired (the worker stopped renewing it)" } else { "worker lost" };

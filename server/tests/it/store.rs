@@ -2,6 +2,7 @@
 //! and runs against SQLite and, when `TEST_DATABASE_URL` is set, Postgres.
 //! Time is the `now` each call is given, so nothing here sleeps.
 
+mod backups;
 mod catalog;
 mod failures;
 mod lifecycle;
@@ -57,6 +58,8 @@ conformance!(
     failures::guest_failures_use_up_attempts,
     failures::host_failures_do_not_count,
     failures::fetch_failure_reruns_the_map,
+    backups::stragglers_get_one_backup_and_the_first_finish_wins,
+    backups::a_dead_primary_hands_over_to_its_backup,
 );
 
 /// The liveness rules of every test.
