@@ -61,6 +61,9 @@ pub struct WorkerArgs {
     /// Map outputs and the module cache.
     #[arg(long, default_value = "quern-worker-data")]
     data_dir: PathBuf,
+    /// Milliseconds added to every task (simulates a slow machine).
+    #[arg(long, default_value_t = 0, hide = true)]
+    simulate_slow_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +169,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let mut config = worker::agent::AgentConfig::new(args.coordinator, token, args.data_dir);
     config.slots = args.slots.max(1);
     config.advertise = args.advertise;
+    config.task_delay = Duration::from_millis(args.simulate_slow_ms);
     eprintln!(
         "quern worker with {} slots, serving map outputs on http://{}",
         config.slots,
@@ -204,6 +208,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         args.workers,
         args.slots,
         args.data_dir.display()
+    );
+    eprintln!(
+        "dashboard: {api}/#token={} (this link logs you in)",
+        token_file(&args.data_dir, TOKEN_FILE)?
     );
     eprintln!(
         "token in {}; try: quern submit MODULE.wasm FILES... --wait",

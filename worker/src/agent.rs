@@ -43,6 +43,9 @@ pub struct AgentConfig {
     pub serve_concurrency: usize,
     /// Bytes of pairs a map task sorts in memory before spilling.
     pub sort_buffer: usize,
+    /// Extra time every task takes on this worker before it reports:
+    /// simulates a slow machine in benchmarks and tests. Zero normally.
+    pub task_delay: Duration,
 }
 
 impl AgentConfig {
@@ -61,6 +64,7 @@ impl AgentConfig {
             fetch_concurrency: 4,
             serve_concurrency: 16,
             sort_buffer: crate::map::DEFAULT_SORT_BUFFER,
+            task_delay: Duration::ZERO,
         }
     }
 }

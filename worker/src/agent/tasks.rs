@@ -180,6 +180,9 @@ async fn run_lease(agent: &Arc<Agent>, lease: Lease) {
             TaskKind::Reduce => run_reduce_lease(agent, &lease, module).await,
         },
     };
+    if !agent.config.task_delay.is_zero() {
+        tokio::time::sleep(agent.config.task_delay).await;
+    }
     report(agent, &lease, ended).await;
 }
 
