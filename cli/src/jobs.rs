@@ -47,6 +47,9 @@ pub struct SubmitArgs {
     /// Attempts per task before the job fails.
     #[arg(long, default_value_t = 4)]
     max_attempts: u32,
+    /// Never run backup attempts of slow tasks.
+    #[arg(long)]
+    no_backups: bool,
     /// Wait for the job, showing its progress.
     #[arg(long)]
     wait: bool,
@@ -120,6 +123,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     spec.args = args.args;
     spec.name = args.name;
     spec.max_attempts = args.max_attempts;
+    spec.backups = !args.no_backups;
     spec.limits = Limits {
         memory_mib: args.memory_mib,
         timeout_secs: args.timeout_secs,

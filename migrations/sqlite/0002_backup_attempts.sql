@@ -3,3 +3,4 @@
 ALTER TABLE tasks ADD COLUMN backup_attempt_id BIGINT;
 ALTER TABLE tasks ADD COLUMN backup_worker_id TEXT;
 ALTER TABLE tasks ADD COLUMN backup_deadline BIGINT;
+ALTER TABLE jobs ADD COLUMN backups BOOLEAN NOT NULL DEFAULT TRUE;

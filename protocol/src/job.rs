@@ -95,6 +95,11 @@ pub struct JobSpec {
     /// Attempts a task gets before its failure fails the job.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+    /// Whether idle workers may run backup attempts of stragglers near the
+    /// end of a phase (the first attempt to finish wins). Turn off for
+    /// guests with side effects outside their output.
+    #[serde(default = "default_true")]
+    pub backups: bool,
     /// A name for people; not used by Quern.
     #[serde(default)]
     pub name: Option<String>,
@@ -149,6 +154,7 @@ impl JobSpec {
             args: Vec::new(),
             limits: Limits::default(),
             max_attempts: default_max_attempts(),
+            backups: true,
             name: None,
         }
     }

@@ -252,7 +252,7 @@ macro_rules! store_impl {
         const BACKUP_CANDIDATE: &str = concat!(
             "UPDATE tasks SET backup_worker_id = $1, backup_deadline = $2, attempts = attempts + 1, updated_at = $3 \
              WHERE id = (SELECT t.id FROM tasks t JOIN jobs j ON j.id = t.job_id JOIN attempts a ON a.id = t.attempt_id \
-               WHERE t.state = 'in_progress' AND t.backup_worker_id IS NULL AND t.worker_id <> $1 \
+               WHERE t.state = 'in_progress' AND t.backup_worker_id IS NULL AND t.worker_id <> $1 AND j.backups \
                AND ((t.kind = 'map' AND j.state = 'mapping') OR (t.kind = 'reduce' AND j.state = 'reducing')) \
                AND NOT EXISTS (SELECT 1 FROM tasks i WHERE i.job_id = t.job_id AND i.kind = t.kind AND i.state = 'idle') \
                AND $3 - a.started_at > $4 \
@@ -526,8 +526,8 @@ macro_rules! store_impl {
                 let mut tx = self.pool.begin().await?;
                 let state = if job.maps.is_empty() { JobState::Reducing } else { JobState::Mapping };
                 let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO jobs (module, spec, state, token, map_tasks, reduce_tasks, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                    "INSERT INTO jobs (module, spec, state, token, map_tasks, reduce_tasks, created_at, backups) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
                 )
                 .bind(&job.spec.module)
                 .bind(serde_json::to_string(&job.spec)?)
@@ -536,6 +536,7 @@ macro_rules! store_impl {
                 .bind(job.maps.len() as i64)
                 .bind(i64::from(job.spec.reducers))
                 .bind(now)
+                .bind(job.spec.backups)
                 .fetch_one(&mut *tx)
                 .await?;
                 for (idx, input) in job.maps.iter().enumerate() {
