@@ -130,9 +130,11 @@ pub struct HeartbeatResponse {
     pub reregister: bool,
 }
 
-/// Why an attempt failed, kept typed end to end.
+/// Why an attempt failed, kept typed end to end. Its tag is `failure`
+/// (not `kind`) because it travels inside `AttemptResult`, whose tag is
+/// `kind`: `{"kind": "failed", "failure": "guest", "message": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "failure", rename_all = "snake_case")]
 pub enum Failure {
     /// The guest failed: counts toward `max_attempts`.
     Guest {
@@ -194,4 +196,43 @@ pub struct CompleteResponse {
     /// False: the attempt no longer held its lease; its result was
     /// discarded and the worker must delete what it produced.
     pub accepted: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{PartitionIndex, TaskId};
+
+    fn round_trip(result: AttemptResult) {
+        let report = CompleteRequest {
+            worker_id: WorkerId("w".into()),
+            result,
+            counters: Counters::default(),
+            stdout: String::new(),
+            stderr: String::new(),
+        };
+        let text = serde_json::to_string(&report).unwrap();
+        let back: CompleteRequest = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(back, report);
+    }
+
+    #[test]
+    fn every_attempt_result_survives_json() {
+        round_trip(AttemptResult::Map {
+            index: MapOutputIndex {
+                partitions: vec![PartitionIndex {
+                    offset: 1,
+                    length: 2,
+                    records: 3,
+                }],
+            },
+        });
+        round_trip(AttemptResult::Reduce { records: 1, bytes: 2 });
+        round_trip(AttemptResult::Failed(Failure::Guest { message: "boom".into() }));
+        round_trip(AttemptResult::Failed(Failure::Host { message: "disk".into() }));
+        round_trip(AttemptResult::Failed(Failure::FetchFailed {
+            map_task: TaskId(7),
+            message: "reset".into(),
+        }));
+    }
 }
