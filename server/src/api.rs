@@ -29,5 +29,6 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", user)
         .nest("/api/v1/worker", worker)
         .route("/healthz", get(|| async { "ok" }))
+        .merge(crate::dashboard::router())
         .with_state(state)
 }

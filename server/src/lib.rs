@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 pub mod blobs;
+pub mod dashboard;
 pub mod error;
 pub mod scheduler;
 pub mod store;
