@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 use protocol::api::JobInfo;
-use protocol::{InputFormat, JobSpec, JobState, Limits};
+use protocol::{JobSpec, JobState};
 
 use crate::client::{Client, ClientArgs};
-use crate::units::{parse_arg, parse_size};
+use crate::options::JobOptions;
 
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
@@ -20,30 +20,11 @@ pub struct SubmitArgs {
     /// Inputs: local files (uploaded) or dataset paths and globs (`books/*.txt`).
     #[arg(required = true)]
     inputs: Vec<String>,
-    /// Number of reduce tasks.
-    #[arg(long, short = 'r', default_value_t = 1)]
-    reducers: u32,
-    /// Map split size.
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
-    split_size: u64,
-    /// Input format: `lines` or `whole-file`.
-    #[arg(long, default_value = "lines")]
-    format: InputFormat,
-    /// Do not run the guest's combiner.
-    #[arg(long)]
-    no_combine: bool,
-    /// A job argument `name=value` (repeatable).
-    #[arg(long = "arg", value_parser = parse_arg)]
-    args: Vec<(String, String)>,
+    #[command(flatten)]
+    options: JobOptions,
     /// A name for the job.
     #[arg(long)]
     name: Option<String>,
-    /// Guest memory cap in MiB.
-    #[arg(long, default_value_t = Limits::default().memory_mib)]
-    memory_mib: u64,
-    /// Time limit per task attempt in seconds.
-    #[arg(long, default_value_t = Limits::default().timeout_secs)]
-    timeout_secs: u64,
     /// Attempts per task before the job fails.
     #[arg(long, default_value_t = 4)]
     max_attempts: u32,
@@ -116,19 +97,16 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             inputs.push(input.clone());
         }
     }
-    let mut spec = JobSpec::new(module, inputs, args.reducers);
-    spec.split_size = args.split_size;
-    spec.format = args.format;
-    spec.combine = !args.no_combine;
-    spec.args = args.args;
+    let options = args.options;
+    let mut spec = JobSpec::new(module, inputs, options.reducers);
+    spec.split_size = options.split_size;
+    spec.format = options.format;
+    spec.combine = !options.no_combine;
+    spec.limits = options.limits();
+    spec.args = options.args;
     spec.name = args.name;
     spec.max_attempts = args.max_attempts;
     spec.backups = !args.no_backups;
-    spec.limits = Limits {
-        memory_mib: args.memory_mib,
-        timeout_secs: args.timeout_secs,
-        ..Limits::default()
-    };
     let job = client.submit(&spec).await?;
     if !args.wait {
         println!("{}", job.id);

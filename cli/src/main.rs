@@ -4,6 +4,7 @@
 mod client;
 mod cluster;
 mod jobs;
+mod options;
 mod run;
 mod units;
 

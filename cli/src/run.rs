@@ -6,11 +6,11 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use protocol::{InputFormat, Limits};
 use worker::local::{LocalFailure, LocalJob, run_local};
 use worker::{Runtime, RuntimeConfig};
 
-use crate::units::{parse_arg, parse_size};
+use crate::options::JobOptions;
+use crate::units::parse_size;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -23,33 +23,14 @@ pub struct RunArgs {
     /// Input files.
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
-    /// Number of reduce tasks (and output files).
-    #[arg(long, short = 'r', default_value_t = 1)]
-    reducers: u32,
+    #[command(flatten)]
+    options: JobOptions,
     /// Output directory.
     #[arg(long, short = 'o')]
     output: PathBuf,
-    /// Map split size (e.g. 64MiB, 4KiB).
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
-    split_size: u64,
-    /// Input format: `lines` or `whole-file`.
-    #[arg(long, default_value = "lines")]
-    format: InputFormat,
-    /// Do not run the guest's combiner.
-    #[arg(long)]
-    no_combine: bool,
-    /// A job argument `name=value` (repeatable).
-    #[arg(long = "arg", value_parser = parse_arg)]
-    args: Vec<(String, String)>,
     /// Between key and value on output lines.
     #[arg(long, default_value = "\t")]
     separator: String,
-    /// Guest memory cap in MiB.
-    #[arg(long, default_value_t = Limits::default().memory_mib)]
-    memory_mib: u64,
-    /// Time limit per task in seconds.
-    #[arg(long, default_value_t = Limits::default().timeout_secs)]
-    timeout_secs: u64,
     /// Sort buffer per map task before spilling to disk (e.g. 64MiB).
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     sort_buffer: u64,
@@ -78,18 +59,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let module = runtime
         .load(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.module.display()))?;
+    let options = args.options;
     let job = LocalJob {
         inputs: args.inputs,
-        reducers: args.reducers,
-        split_size: args.split_size,
-        format: args.format,
-        combine: !args.no_combine,
-        args: args.args,
-        limits: Limits {
-            memory_mib: args.memory_mib,
-            timeout_secs: args.timeout_secs,
-            ..Limits::default()
-        },
+        reducers: options.reducers,
+        split_size: options.split_size,
+        format: options.format,
+        combine: !options.no_combine,
+        limits: options.limits(),
+        args: options.args,
         output: args.output,
         separator: args.separator.into_bytes(),
         sort_buffer: usize::try_from(args.sort_buffer).unwrap_or(usize::MAX),

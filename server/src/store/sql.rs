@@ -286,6 +286,16 @@ macro_rules! store_impl {
             }
         }
 
+        /// Locks a job's row (Postgres) before changing its tasks: every
+        /// writer takes the job first, then its tasks, so none deadlock.
+        async fn lock_job(tx: &mut sqlx::Transaction<'static, $db>, job: i64) -> StoreResult<()> {
+            sqlx::query(concat!("SELECT id FROM jobs WHERE id = $1 ", $lock_job))
+                .bind(job)
+                .fetch_optional(&mut **tx)
+                .await?;
+            Ok(())
+        }
+
         async fn add_counters(
             tx: &mut sqlx::Transaction<'static, $db>,
             job: i64,
@@ -755,9 +765,14 @@ macro_rules! store_impl {
                 }
                 let mut drop = Vec::new();
                 for attempt in running {
+                    // Renews the attempt's lease whether it runs as the
+                    // task's attempt or as its backup.
                     let held = sqlx::query(
-                        "UPDATE tasks SET lease_deadline = $3 WHERE attempt_id = $1 AND worker_id = $2 \
-                         AND state = 'in_progress'",
+                        "UPDATE tasks SET \
+                         lease_deadline = CASE WHEN attempt_id = $1 THEN $3 ELSE lease_deadline END, \
+                         backup_deadline = CASE WHEN backup_attempt_id = $1 THEN $3 ELSE backup_deadline END \
+                         WHERE state = 'in_progress' AND ((attempt_id = $1 AND worker_id = $2) \
+                           OR (backup_attempt_id = $1 AND backup_worker_id = $2))",
                     )
                     .bind(attempt.0)
                     .bind(&worker.0)
@@ -765,17 +780,7 @@ macro_rules! store_impl {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
-                    let held_backup = sqlx::query(
-                        "UPDATE tasks SET backup_deadline = $3 WHERE backup_attempt_id = $1 AND backup_worker_id = $2 \
-                         AND state = 'in_progress'",
-                    )
-                    .bind(attempt.0)
-                    .bind(&worker.0)
-                    .bind(now + liveness.lease_ms)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if held + held_backup == 0 {
+                    if held == 0 {
                         drop.push(*attempt);
                     }
                 }
@@ -1134,10 +1139,7 @@ macro_rules! store_impl {
                 .await?;
                 for (task, job, attempt) in &stale_backups {
                     let mut tx = self.pool.begin().await?;
-                    sqlx::query(concat!("SELECT id FROM jobs WHERE id = $1 ", $lock_job))
-                        .bind(job)
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                    lock_job(&mut tx, *job).await?;
                     let taken = sqlx::query(
                         "UPDATE tasks SET backup_attempt_id = NULL, backup_worker_id = NULL, backup_deadline = NULL \
                          WHERE id = $1 AND state = 'in_progress' AND backup_attempt_id = $2",
@@ -1157,10 +1159,7 @@ macro_rules! store_impl {
                 // and a completion that wins the race is left alone.
                 for (task, job, attempt, expired) in &stale {
                     let mut tx = self.pool.begin().await?;
-                    sqlx::query(concat!("SELECT id FROM jobs WHERE id = $1 ", $lock_job))
-                        .bind(job)
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                    lock_job(&mut tx, *job).await?;
                     // A running backup takes over; otherwise the task waits again.
                     let promoted = sqlx::query(
                         "UPDATE tasks SET attempt_id = backup_attempt_id, worker_id = backup_worker_id, \
@@ -1203,10 +1202,7 @@ macro_rules! store_impl {
                 .await?;
                 for (task, job) in lost {
                     let mut tx = self.pool.begin().await?;
-                    sqlx::query(concat!("SELECT id FROM jobs WHERE id = $1 ", $lock_job))
-                        .bind(job)
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                    lock_job(&mut tx, job).await?;
                     if lose_map_output(&mut tx, task, now).await? {
                         requeued += 1;
                     }

@@ -1,0 +1,43 @@
+//! Job options shared by `quern run --local` and `quern submit`.
+
+use clap::Args;
+use protocol::{InputFormat, Limits};
+
+use crate::units::{parse_arg, parse_size};
+
+/// How a job runs, whichever runner runs it.
+#[derive(Debug, Args)]
+pub struct JobOptions {
+    /// Number of reduce tasks (and output files).
+    #[arg(long, short = 'r', default_value_t = 1)]
+    pub reducers: u32,
+    /// Map split size (e.g. 64MiB, 4KiB).
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    pub split_size: u64,
+    /// Input format: `lines` or `whole-file`.
+    #[arg(long, default_value = "lines")]
+    pub format: InputFormat,
+    /// Do not run the guest's combiner.
+    #[arg(long)]
+    pub no_combine: bool,
+    /// A job argument `name=value` (repeatable).
+    #[arg(long = "arg", value_parser = parse_arg)]
+    pub args: Vec<(String, String)>,
+    /// Guest memory cap in MiB.
+    #[arg(long, default_value_t = Limits::default().memory_mib)]
+    pub memory_mib: u64,
+    /// Time limit per task attempt in seconds.
+    #[arg(long, default_value_t = Limits::default().timeout_secs)]
+    pub timeout_secs: u64,
+}
+
+impl JobOptions {
+    /// The sandbox limits the options ask for.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            memory_mib: self.memory_mib,
+            timeout_secs: self.timeout_secs,
+            ..Limits::default()
+        }
+    }
+}
