@@ -1,7 +1,8 @@
 //! The map side's sort buffer: emitted pairs are partitioned by the
 //! contract's hash and kept in one arena; sorting orders small fixed-size
-//! entries by (partition, key) with an 8-byte key prefix so that most
-//! comparisons never touch the arena.
+//! entries by one 128-bit sort key (partition, the key's first 8 bytes and
+//! its length up to 8), which alone decides the order of every key of at
+//! most 8 bytes, so most comparisons never touch the arena.
 
 use std::io;
 
@@ -9,12 +10,17 @@ use crate::merge::RecordSource;
 
 #[derive(Clone, Copy)]
 struct Entry {
-    prefix: u64,
+    /// `partition << 72 | first 8 key bytes (big-endian, zero-padded) << 8 |
+    /// min(key length, 9)`. Two keys with equal prefixes compare by length
+    /// when either is at most 8 bytes long (the shorter is then a prefix of
+    /// the longer); code 9 means "longer than 8: compare the rest".
+    sort_key: u128,
     offset: u64,
-    partition: u32,
     key_len: u32,
     value_len: u32,
 }
+
+const LONG_KEY: u128 = 9;
 
 /// Bytes of bookkeeping per record on top of its key and value.
 pub const ENTRY_OVERHEAD: usize = std::mem::size_of::<Entry>();
@@ -56,10 +62,12 @@ impl SortBuffer {
         let offset = self.arena.len() as u64;
         self.arena.extend_from_slice(key);
         self.arena.extend_from_slice(value);
+        let sort_key = (u128::from(partition) << 72)
+            | (u128::from(prefix_of(key)) << 8)
+            | (key.len() as u128).min(LONG_KEY);
         self.entries.push(Entry {
-            prefix: prefix_of(key),
+            sort_key,
             offset,
-            partition,
             key_len: key.len() as u32,
             value_len: value.len() as u32,
         });
@@ -91,17 +99,25 @@ impl SortBuffer {
         &self.arena[start..start + e.key_len as usize]
     }
 
-    /// Sorts by (partition, key); pairs with equal keys keep emission order.
+    /// Sorts by (partition, key); pairs with equal keys keep emission order
+    /// (the arena offset breaks ties, so the unstable sort is deterministic
+    /// and equal to a stable one).
     pub fn sort(&mut self) {
         if self.sorted {
             return;
         }
         let mut entries = std::mem::take(&mut self.entries);
-        entries.sort_by(|a, b| {
-            a.partition
-                .cmp(&b.partition)
-                .then(a.prefix.cmp(&b.prefix))
-                .then_with(|| self.key(a).cmp(self.key(b)))
+        entries.sort_unstable_by(|a, b| {
+            a.sort_key
+                .cmp(&b.sort_key)
+                .then_with(|| {
+                    if a.sort_key & 0xff == LONG_KEY {
+                        self.key(a)[8..].cmp(&self.key(b)[8..])
+                    } else {
+                        std::cmp::Ordering::Equal
+                    }
+                })
+                .then(a.offset.cmp(&b.offset))
         });
         self.entries = entries;
         self.sorted = true;
@@ -110,8 +126,9 @@ impl SortBuffer {
     /// A cursor over partition `partition` of the sorted buffer.
     pub fn partition(&self, partition: u32) -> BufferCursor<'_> {
         assert!(self.sorted, "sort before reading");
-        let start = self.entries.partition_point(|e| e.partition < partition);
-        let end = self.entries.partition_point(|e| e.partition <= partition);
+        let part = |e: &Entry| (e.sort_key >> 72) as u32;
+        let start = self.entries.partition_point(|e| part(e) < partition);
+        let end = self.entries.partition_point(|e| part(e) <= partition);
         BufferCursor {
             buffer: self,
             entries: &self.entries[start..end],
@@ -192,5 +209,22 @@ mod tests {
             }
         }
         assert_eq!(seen, words.len());
+
+        // Exactly the stable sort of (partition, key bytes).
+        let mut want: Vec<(u32, &[u8], usize)> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (protocol::partition_for(w.as_bytes(), 3), w.as_bytes(), i))
+            .collect();
+        want.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let mut got = Vec::new();
+        for p in 0..3 {
+            let mut c = buf.partition(p);
+            while c.advance().unwrap() {
+                let i: usize = std::str::from_utf8(c.value()).unwrap().parse().unwrap();
+                got.push(i);
+            }
+        }
+        assert_eq!(got, want.iter().map(|w| w.2).collect::<Vec<_>>());
     }
 }
