@@ -159,20 +159,20 @@ impl<'a> Values<'a> {
 
     fn next_fetched(&mut self) -> Option<Vec<u8>> {
         loop {
-            if let Some((buf, pos)) = &mut self.fetched {
-                if *pos < buf.len() {
-                    let mut reader = Reader::new(&buf[*pos..]);
-                    let value = match reader.field() {
-                        Ok(value) => value.to_vec(),
-                        Err(err) => {
-                            self.failed = Some(err);
-                            self.streaming = false;
-                            return None;
-                        }
-                    };
-                    *pos += 4 + value.len();
-                    return Some(value);
-                }
+            if let Some((buf, pos)) = &mut self.fetched
+                && *pos < buf.len()
+            {
+                let mut reader = Reader::new(&buf[*pos..]);
+                let value = match reader.field() {
+                    Ok(value) => value.to_vec(),
+                    Err(err) => {
+                        self.failed = Some(err);
+                        self.streaming = false;
+                        return None;
+                    }
+                };
+                *pos += 4 + value.len();
+                return Some(value);
             }
             if !self.streaming {
                 return None;

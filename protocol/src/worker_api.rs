@@ -212,7 +212,8 @@ mod tests {
             stderr: String::new(),
         };
         let text = serde_json::to_string(&report).unwrap();
-        let back: CompleteRequest = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let back: CompleteRequest =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!(back, report);
     }
 
@@ -227,9 +228,16 @@ mod tests {
                 }],
             },
         });
-        round_trip(AttemptResult::Reduce { records: 1, bytes: 2 });
-        round_trip(AttemptResult::Failed(Failure::Guest { message: "boom".into() }));
-        round_trip(AttemptResult::Failed(Failure::Host { message: "disk".into() }));
+        round_trip(AttemptResult::Reduce {
+            records: 1,
+            bytes: 2,
+        });
+        round_trip(AttemptResult::Failed(Failure::Guest {
+            message: "boom".into(),
+        }));
+        round_trip(AttemptResult::Failed(Failure::Host {
+            message: "disk".into(),
+        }));
         round_trip(AttemptResult::Failed(Failure::FetchFailed {
             map_task: TaskId(7),
             message: "reset".into(),

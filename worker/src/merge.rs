@@ -295,7 +295,7 @@ pub(crate) mod tests {
 
     fn decode_groups(batch: &[u8]) -> Vec<(String, Vec<String>)> {
         let mut pos = 0;
-        let mut field = |pos: &mut usize| {
+        let field = |pos: &mut usize| {
             let len = u32::from_le_bytes(batch[*pos..*pos + 4].try_into().unwrap()) as usize;
             *pos += 4;
             let s = String::from_utf8(batch[*pos..*pos + len].to_vec()).unwrap();

@@ -88,14 +88,14 @@ pub fn texts() -> Vec<PathBuf> {
 
 /// A database of its own on the `TEST_DATABASE_URL` server, dropped (best
 /// effort) with the guard.
-struct PgDatabase {
+pub(crate) struct PgDatabase {
     admin_url: String,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl PgDatabase {
-    async fn create() -> Self {
+    pub(crate) async fn create() -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let admin_url = postgres_url()
             .unwrap_or_else(|| panic!("{DATABASE_URL_VAR} must be set to test Postgres"));
@@ -685,7 +685,7 @@ per_backend!(
 
 /// A child process that is killed when the guard drops, also when the test
 /// panics. Its output goes to files, so it never blocks on a full pipe.
-struct Process {
+pub(crate) struct Process {
     name: String,
     child: Child,
     stdout: PathBuf,
@@ -693,7 +693,7 @@ struct Process {
 }
 
 impl Process {
-    fn spawn(name: &str, logs: &Path, args: &[OsString]) -> Self {
+    pub(crate) fn spawn(name: &str, logs: &Path, args: &[OsString]) -> Self {
         let stdout = logs.join(format!("{name}.stdout"));
         let stderr = logs.join(format!("{name}.stderr"));
         let mut command = Command::new(env!("CARGO_BIN_EXE_quern"));
@@ -718,7 +718,7 @@ impl Process {
         }
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
         format!(
             "--- {} stdout ---\n{}--- {} stderr ---\n{}",
@@ -729,7 +729,12 @@ impl Process {
         )
     }
 
-    fn exited(&mut self) -> Option<ExitStatus> {
+    /// The process id, for signals.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().expect("checking a child process")
     }
 
@@ -759,18 +764,18 @@ impl Drop for Process {
 }
 
 /// Command-line arguments of mixed types.
-fn os_args(parts: &[&dyn AsRef<OsStr>]) -> Vec<OsString> {
+pub(crate) fn os_args(parts: &[&dyn AsRef<OsStr>]) -> Vec<OsString> {
     parts.iter().map(|p| p.as_ref().to_owned()).collect()
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind a free port")
         .port()
 }
 
-async fn wait_until_healthy(url: &str, serve: &mut Process) {
+pub(crate) async fn wait_until_healthy(url: &str, serve: &mut Process) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = serve.exited() {

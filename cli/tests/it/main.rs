@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod api;
+mod chaos;
 mod cluster;
 
 fn data(name: &str) -> PathBuf {

@@ -234,13 +234,22 @@ macro_rules! store_impl {
         use protocol::worker_api::*;
         use protocol::*;
 
+        /// Jobs with a task to start, the one leased least recently first
+        /// (jobs take turns, so they share the workers).
+        const LEASE_JOBS: &str = "SELECT j.id, CASE WHEN j.state = 'mapping' THEN 'map' ELSE 'reduce' END AS kind, \
+             j.spec, j.token \
+             FROM jobs j WHERE j.state IN ('mapping', 'reducing') AND EXISTS (SELECT 1 FROM tasks t \
+               WHERE t.job_id = j.id AND t.state = 'idle' \
+               AND t.kind = CASE WHEN j.state = 'mapping' THEN 'map' ELSE 'reduce' END) \
+             ORDER BY j.last_leased_at, j.id LIMIT 4";
+
+        /// The job's lowest idle task of the phase, skipping rows another
+        /// transaction is leasing (Postgres).
         const LEASE_CANDIDATE: &str = concat!(
             "UPDATE tasks SET state = 'in_progress', worker_id = $1, lease_deadline = $2, \
              attempts = attempts + 1, updated_at = $3 \
-             WHERE id = (SELECT t.id FROM tasks t JOIN jobs j ON j.id = t.job_id \
-               WHERE t.state = 'idle' AND ((t.kind = 'map' AND j.state = 'mapping') \
-                 OR (t.kind = 'reduce' AND j.state = 'reducing')) \
-               ORDER BY j.last_leased_at, t.job_id, t.idx LIMIT 1 ",
+             WHERE id = (SELECT t.id FROM tasks t WHERE t.job_id = $4 AND t.kind = $5 AND t.state = 'idle' \
+               ORDER BY t.idx LIMIT 1 ",
             $skip_locked,
             ") AND state = 'idle' RETURNING id, job_id, kind, idx, input"
         );
@@ -289,6 +298,9 @@ macro_rules! store_impl {
         /// Locks a job's row (Postgres) before changing its tasks: every
         /// writer takes the job first, then its tasks, so none deadlock.
         async fn lock_job(tx: &mut sqlx::Transaction<'static, $db>, job: i64) -> StoreResult<()> {
+            if $lock_job.is_empty() {
+                return Ok(());
+            }
             sqlx::query(concat!("SELECT id FROM jobs WHERE id = $1 ", $lock_job))
                 .bind(job)
                 .fetch_optional(&mut **tx)
@@ -301,17 +313,23 @@ macro_rules! store_impl {
             job: i64,
             counters: &Counters,
         ) -> StoreResult<()> {
-            for (name, value) in &counters.0 {
-                sqlx::query(
-                    "INSERT INTO counters (job_id, name, value) VALUES ($1, $2, $3) \
-                     ON CONFLICT (job_id, name) DO UPDATE SET value = counters.value + excluded.value",
-                )
-                .bind(job)
-                .bind(name)
-                .bind(*value)
-                .execute(&mut **tx)
-                .await?;
+            if counters.0.is_empty() {
+                return Ok(());
             }
+            // One statement for all of a task's counters.
+            let mut sql = String::from("INSERT INTO counters (job_id, name, value) VALUES ");
+            for i in 0..counters.0.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("($1, ${}, ${})", 2 * i + 2, 2 * i + 3));
+            }
+            sql.push_str(" ON CONFLICT (job_id, name) DO UPDATE SET value = counters.value + excluded.value");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(job);
+            for (name, value) in &counters.0 {
+                query = query.bind(name.clone()).bind(*value);
+            }
+            query.execute(&mut **tx).await?;
             Ok(())
         }
 
@@ -808,12 +826,23 @@ macro_rules! store_impl {
 
             async fn lease(&self, worker: &WorkerId, now: i64, liveness: Liveness) -> StoreResult<Option<Lease>> {
                 let mut tx = self.pool.begin().await?;
-                let picked: Option<(i64, i64, String, i32, String)> = sqlx::query_as(LEASE_CANDIDATE)
-                    .bind(&worker.0)
-                    .bind(now + liveness.lease_ms)
-                    .bind(now)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                let jobs: Vec<(i64, String, String, String)> = sqlx::query_as(LEASE_JOBS).fetch_all(&mut *tx).await?;
+                let mut picked: Option<(i64, i64, String, i32, String)> = None;
+                let mut job_doc = None;
+                for (job, kind, spec, token) in jobs {
+                    picked = sqlx::query_as(LEASE_CANDIDATE)
+                        .bind(&worker.0)
+                        .bind(now + liveness.lease_ms)
+                        .bind(now)
+                        .bind(job)
+                        .bind(kind)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if picked.is_some() {
+                        job_doc = Some((spec, token));
+                        break;
+                    }
+                }
                 let (picked, backup) = match picked {
                     Some(picked) => (picked, false),
                     None => {
@@ -857,10 +886,15 @@ macro_rules! store_impl {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                let (spec, token): (String, String) = sqlx::query_as("SELECT spec, token FROM jobs WHERE id = $1")
-                    .bind(job)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                let (spec, token): (String, String) = match job_doc {
+                    Some(doc) => doc,
+                    None => {
+                        sqlx::query_as("SELECT spec, token FROM jobs WHERE id = $1")
+                            .bind(job)
+                            .fetch_one(&mut *tx)
+                            .await?
+                    }
+                };
                 let spec: JobSpec = serde_json::from_str(&spec)?;
                 let kind = parse::<TaskKind>(&kind)?;
                 let work = match kind {
@@ -936,7 +970,9 @@ macro_rules! store_impl {
 
             async fn complete(&self, attempt: AttemptId, report: &CompleteRequest, now: i64) -> StoreResult<Completion> {
                 let mut tx = self.pool.begin().await?;
-                sqlx::query(LOCK_JOB_OF_ATTEMPT).bind(attempt.0).fetch_optional(&mut *tx).await?;
+                if !$lock_job.is_empty() {
+                    sqlx::query(LOCK_JOB_OF_ATTEMPT).bind(attempt.0).fetch_optional(&mut *tx).await?;
+                }
                 let row = sqlx::query_as::<_, CompletionRow>(COMPLETION_ROW)
                     .bind(attempt.0)
                     .fetch_optional(&mut *tx)
@@ -1008,7 +1044,8 @@ macro_rules! store_impl {
                             add_counters(&mut tx, row.job_id, &report.counters).await?;
                         }
                         let left: i64 = sqlx::query_scalar(
-                            "SELECT COUNT(*) FROM tasks WHERE job_id = $1 AND kind = $2 AND state <> 'completed'",
+                            "SELECT COUNT(*) FROM (SELECT 1 FROM tasks WHERE job_id = $1 AND kind = $2 \
+                             AND state IN ('idle', 'in_progress', 'failed') LIMIT 1) AS unfinished",
                         )
                         .bind(row.job_id)
                         .bind(kind.as_str())

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use protocol::worker_api::MapSource;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -60,6 +60,12 @@ impl Read for BodyReader {
     }
 }
 
+/// Longest a map-output server may stay silent, before its answer or
+/// between two chunks of it, before the try fails. A server that accepts
+/// connections but never answers (a frozen process) must not hold a reducer
+/// for the whole request timeout.
+const FETCH_IDLE: Duration = Duration::from_secs(10);
+
 /// Why a map output could not be fetched.
 #[derive(Debug)]
 pub(crate) struct FetchError {
@@ -75,13 +81,15 @@ async fn fetch_once(
     dest: &Path,
 ) -> Result<(), (String, Option<Duration>)> {
     let last = source.offset + source.length - 1;
-    let response = http
+    let request = http
         .get(&source.url)
         .bearer_auth(token)
         .header("range", format!("bytes={}-{last}", source.offset))
         .timeout(Duration::from_secs(300))
-        .send()
+        .send();
+    let response = tokio::time::timeout(FETCH_IDLE, request)
         .await
+        .map_err(|_| (format!("no answer within {FETCH_IDLE:?}"), None))?
         .map_err(|e| (format!("request failed: {e}"), None))?;
     if response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
         let wait = response
@@ -103,7 +111,18 @@ async fn fetch_once(
         .map_err(|e| (format!("creating {}: {e}", dest.display()), None))?;
     let mut body = response.bytes_stream();
     let mut got: u64 = 0;
-    while let Some(chunk) = body.next().await {
+    loop {
+        let next = tokio::time::timeout(FETCH_IDLE, body.next())
+            .await
+            .map_err(|_| {
+                (
+                    format!("no data for {FETCH_IDLE:?} after {got} bytes"),
+                    None,
+                )
+            })?;
+        let Some(chunk) = next else {
+            break;
+        };
         let chunk =
             chunk.map_err(|e| (format!("connection broke after {got} bytes: {e}"), None))?;
         got += chunk.len() as u64;
@@ -136,7 +155,8 @@ fn verify(path: &Path, length: u64, records: u64) -> io::Result<()> {
 
 /// Fetches every source into `dir` (`src-{map_index}`), `concurrency` at a
 /// time, each with up to four tries. Returns the local paths in source
-/// order, or the first source that could not be fetched.
+/// order, or, as soon as one source could not be fetched, that source (the
+/// rest are abandoned: the attempt fails either way).
 pub(crate) async fn fetch_all(
     http: &reqwest::Client,
     token: &str,
@@ -151,11 +171,10 @@ pub(crate) async fn fetch_all(
         let dest = dir.join(format!("src-{}", source.map_index));
         jobs.push(fetch_with_retries(http, token, source, dest));
     }
-    let results: Vec<Result<PathBuf, FetchError>> = futures::stream::iter(jobs)
+    futures::stream::iter(jobs)
         .buffered(concurrency.max(1))
-        .collect()
-        .await;
-    results.into_iter().collect()
+        .try_collect()
+        .await
 }
 
 async fn fetch_with_retries(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use protocol::worker_api::{
     AttemptResult, CompleteRequest, Failure, HeartbeatRequest, Lease, TaskWork,
 };
-use protocol::{Counters, JobId, TaskKind};
+use protocol::{Counters, JobId, TaskKind, WorkerId};
 use tokio::sync::watch;
 
 use super::Agent;
@@ -96,7 +96,7 @@ pub(crate) async fn slot_loop(agent: Arc<Agent>, slot: u32, mut stop: watch::Rec
                     tracing::info_span!("task", job_id = %lease.job, attempt = %attempt, slot);
                 let _enter = span.enter();
                 drop(_enter);
-                run_lease(&agent, lease).await;
+                run_lease(&agent, &worker, lease).await;
                 agent.running.lock().unwrap().remove(&attempt);
             }
             Ok(None) => {}
@@ -157,11 +157,12 @@ async fn module(agent: &Agent, sha256: &str) -> anyhow::Result<Arc<GuestModule>>
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-async fn run_lease(agent: &Arc<Agent>, lease: Lease) {
+async fn run_lease(agent: &Arc<Agent>, worker: &WorkerId, lease: Lease) {
     let job_dir = agent.job_dir(lease.job);
     if let Err(err) = std::fs::create_dir_all(&job_dir) {
         report(
             agent,
+            worker,
             &lease,
             host_failure(format!("creating {}: {err}", job_dir.display())),
         )
@@ -183,12 +184,16 @@ async fn run_lease(agent: &Arc<Agent>, lease: Lease) {
     if !agent.config.task_delay.is_zero() {
         tokio::time::sleep(agent.config.task_delay).await;
     }
-    report(agent, &lease, ended).await;
+    report(agent, worker, &lease, ended).await;
 }
 
-async fn report(agent: &Arc<Agent>, lease: &Lease, ended: Ended) {
+/// Reports as `worker`, the id the lease was granted to: a worker that was
+/// declared dead (frozen, cut off) registers again under a new id while its
+/// old attempts still run, and their late reports must name the worker the
+/// coordinator knows them by, to be recorded as superseded.
+async fn report(agent: &Arc<Agent>, worker: &WorkerId, lease: &Lease, ended: Ended) {
     let req = CompleteRequest {
-        worker_id: agent.worker_id(),
+        worker_id: worker.clone(),
         result: ended.result,
         counters: ended.counters,
         stdout: ended.logs.stdout,

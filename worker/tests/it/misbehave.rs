@@ -15,7 +15,7 @@ use crate::support::{
 };
 
 /// A quick job over the small texts; `args` pick the misbehaviour.
-fn misbehave(args: &[(&str, &str)], limits: Limits) -> Result<(), LocalFailure> {
+fn misbehave(args: &[(&str, &str)], limits: Limits) -> Result<(), Box<LocalFailure>> {
     misbehave_over(small_texts(), args, limits)
 }
 
@@ -23,7 +23,7 @@ fn misbehave_over(
     inputs: Vec<PathBuf>,
     args: &[(&str, &str)],
     limits: Limits,
-) -> Result<(), LocalFailure> {
+) -> Result<(), Box<LocalFailure>> {
     let dir = tempfile::tempdir().unwrap();
     let mut job = LocalJob::new(inputs.clone(), 2, dir.path().join("out"));
     job.args = args
@@ -41,7 +41,9 @@ fn misbehave_over(
         }
         Err(err) => {
             assert!(!job.output.join("_SUCCESS").exists());
-            Err(err.downcast::<LocalFailure>().expect("a task failure"))
+            Err(Box::new(
+                err.downcast::<LocalFailure>().expect("a task failure"),
+            ))
         }
     }
 }

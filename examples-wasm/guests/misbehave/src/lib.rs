@@ -6,7 +6,11 @@
 //! - `alloc`: allocates without bound;
 //! - `stdout`: writes 64 MiB to stdout, then works like word count;
 //! - `fail`: returns an error on the record at offset `fail-at` (default 0);
-//! - `sleep`: sleeps `sleep-ms` (default 1000) once per task, then counts words.
+//! - `sleep`: sleeps `sleep-ms` (default 1000) once per task, then counts words;
+//! - `stall`: sleeps once per task for between `stall-min-ms` (default 0) and
+//!   `stall-max-ms` (default 1000), picked by hashing `seed` with the task's
+//!   first record, so every task gets its own delay and a run with the same
+//!   seed gets the same ones; then counts words.
 //!
 //! Without a mode it counts words. `reduce-mode` applies the same modes to
 //! the reduce side.
@@ -21,6 +25,9 @@ struct Misbehave {
     reduce_mode: String,
     fail_at: String,
     sleep_ms: u64,
+    stall_min_ms: u64,
+    stall_max_ms: u64,
+    seed: String,
     started: bool,
 }
 
@@ -57,9 +64,24 @@ impl Misbehave {
                 std::thread::sleep(std::time::Duration::from_millis(self.sleep_ms));
                 Ok(())
             }
+            "stall" if first => {
+                let span = self.stall_max_ms.saturating_sub(self.stall_min_ms) + 1;
+                let ms = self.stall_min_ms + fnv1a(&[self.seed.as_bytes(), b"/", at]) % span;
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
+}
+
+/// 64-bit FNV-1a over the concatenated parts.
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in parts.iter().flat_map(|part| part.iter()) {
+        hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
 }
 
 impl Job for Misbehave {
@@ -68,6 +90,9 @@ impl Job for Misbehave {
         self.reduce_mode = args.get("reduce-mode").unwrap_or("").to_owned();
         self.fail_at = args.get("fail-at").unwrap_or("0").to_owned();
         self.sleep_ms = args.get("sleep-ms").unwrap_or("1000").parse()?;
+        self.stall_min_ms = args.get("stall-min-ms").unwrap_or("0").parse()?;
+        self.stall_max_ms = args.get("stall-max-ms").unwrap_or("1000").parse()?;
+        self.seed = args.get("seed").unwrap_or("").to_owned();
         Ok(())
     }
 

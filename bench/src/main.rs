@@ -1,0 +1,44 @@
+//! The benchmark harness: `cargo run -p bench --release -- engine` (guest
+//! map throughput against native code, warm task start) and `-- engine-1g`
+//! (peak memory of a 1 GiB word count), and whole-cluster runs: `throughput`
+//! (coordinator lease + complete rate on SQLite and Postgres), `latency`
+//! (one-split job, submit to committed output), `cluster-1g` (1 GiB word
+//! count on two workers against native single-threaded) and `stragglers`
+//! (one slow worker, backups off and on). Plain `std::time`; results go to
+//! stdout for BENCHMARKS.md.
+
+mod cluster;
+mod data;
+mod engine;
+mod native;
+
+use std::process::ExitCode;
+
+const USAGE: &str =
+    "usage: bench engine | engine-1g | throughput | latency | cluster-1g | stragglers";
+
+fn main() -> ExitCode {
+    let Some(which) = std::env::args().nth(1) else {
+        eprintln!("{USAGE}");
+        return ExitCode::FAILURE;
+    };
+    let result = match which.as_str() {
+        "engine" => engine::engine(),
+        "engine-1g" => engine::engine_1g(),
+        "throughput" => cluster::throughput(),
+        "latency" => cluster::latency(),
+        "cluster-1g" => cluster::job_1g(),
+        "stragglers" => cluster::stragglers(),
+        other => {
+            eprintln!("unknown benchmark `{other}`\n{USAGE}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
