@@ -1,7 +1,9 @@
 //! Compiles the guests in `guests/` to wasm32-wasip2 components with a
 //! nested cargo, copies them to `target/guests/NAME.wasm` and tells the
-//! crate where they are. This is what lets `cargo test` run with no manual
-//! build step first.
+//! crate where they are. The streaming-mode guest is a program: it is
+//! built twice, as a wasm32-wasip1 core module (`streaming.wasm`) and as a
+//! wasm32-wasip2 command component (`streaming-component.wasm`). This is
+//! what lets `cargo test` run with no manual build step first.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,16 +22,49 @@ fn main() {
         root.join("guest-sdk").display()
     );
 
+    cargo_build(&guests_dir, &target_dir, &["--target=wasm32-wasip2"]);
+    cargo_build(
+        &guests_dir,
+        &target_dir,
+        &["--target=wasm32-wasip1", "--package=streaming"],
+    );
+
+    let mut consts = String::new();
+    let mut outputs: Vec<(&str, &str, String)> = GUESTS
+        .iter()
+        .map(|name| (*name, "wasm32-wasip2", name.to_string()))
+        .collect();
+    outputs.push(("streaming", "wasm32-wasip1", "streaming".into()));
+    outputs.push(("streaming", "wasm32-wasip2", "streaming-component".into()));
+    for (built_name, target, name) in outputs {
+        let built = target_dir
+            .join(target)
+            .join("release")
+            .join(format!("{built_name}.wasm"));
+        let copy = target_dir.join(format!("{name}.wasm"));
+        copy_if_changed(&built, &copy);
+        consts.push_str(&format!(
+            "/// Path of the built `{name}` guest ({target}).\npub const {}: &str = {:?};\n",
+            name.to_uppercase().replace('-', "_"),
+            copy.display().to_string()
+        ));
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("guests.rs");
+    std::fs::write(out, consts).unwrap();
+}
+
+/// Runs `cargo build --release` on the guests' workspace with `args`.
+fn cargo_build(guests_dir: &Path, target_dir: &Path, args: &[&str]) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.arg("build")
         .arg("--release")
-        .arg("--target=wasm32-wasip2")
+        .args(args)
         .arg("--manifest-path")
         .arg(guests_dir.join("Cargo.toml"))
         .arg("--target-dir")
-        .arg(&target_dir)
-        .current_dir(&guests_dir);
+        .arg(target_dir)
+        .current_dir(guests_dir);
     // The outer build's settings (clippy's wrapper, host rustflags, the
     // outer target dir, coverage flags) must not leak into the guest build.
     for (key, _) in std::env::vars_os() {
@@ -55,23 +90,6 @@ fn main() {
     }
     let status = cmd.status().expect("failed to run cargo for the guests");
     assert!(status.success(), "building the example guests failed");
-
-    let mut consts = String::new();
-    for name in GUESTS {
-        let built = target_dir
-            .join("wasm32-wasip2")
-            .join("release")
-            .join(format!("{name}.wasm"));
-        let copy = target_dir.join(format!("{name}.wasm"));
-        copy_if_changed(&built, &copy);
-        consts.push_str(&format!(
-            "/// Path of the built `{name}` guest component.\npub const {}: &str = {:?};\n",
-            name.to_uppercase(),
-            copy.display().to_string()
-        ));
-    }
-    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("guests.rs");
-    std::fs::write(out, consts).unwrap();
 }
 
 fn copy_if_changed(from: &Path, to: &Path) {

@@ -1,5 +1,6 @@
-// Modules: the uploaded WebAssembly components and an upload form (the
-// coordinator checks that a module compiles and implements the job contract).
+// Modules: the uploaded WebAssembly modules and an upload form (the
+// coordinator checks that a module compiles and is a job component or a
+// WASI command for streaming mode).
 
 import { api } from './api.js';
 import { Table, errorBox, fill, fmtBytes, fmtTime, h } from './ui.js';
@@ -13,7 +14,10 @@ export default async function modulesPage(main, _params, ctx) {
       { key: 'name', label: 'Name', render: (m) => h('strong', {}, m.name) },
       { key: 'sha256', label: 'sha256', render: (m) => h('code', { title: m.sha256, class: 'small' }, `${m.sha256.slice(0, 16)}…`) },
       { key: 'size', label: 'Size', num: true, render: (m) => fmtBytes(m.size) },
-      { key: 'has_combine', label: 'Exports', render: (m) => (m.has_combine ? 'map, reduce, combine' : 'map, reduce') },
+      {
+        key: 'has_combine', label: 'Exports',
+        render: (m) => (m.kind === 'command' ? 'WASI command (streaming mode)' : (m.has_combine ? 'map, reduce, combine' : 'map, reduce')),
+      },
       { key: 'created_at', label: 'Uploaded', render: (m) => fmtTime(m.created_at) },
       {
         key: 'actions', label: '', sortable: false,

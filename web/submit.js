@@ -30,7 +30,7 @@ export default async function submitPage(main, { query }, ctx) {
     h('option', { value: '' }, modules.length ? 'choose a module' : 'no modules: upload one first'),
     [...modules].sort((a, b) => b.created_at - a.created_at).map((m) => h('option', {
       value: m.sha256, selected: m.sha256 === wanted,
-    }, `${m.name} (${m.sha256.slice(0, 12)}, ${m.has_combine ? 'with' : 'no'} combine)`)));
+    }, `${m.name} (${m.sha256.slice(0, 12)}, ${m.kind === 'command' ? 'streaming command' : (m.has_combine ? 'with combine' : 'no combine')})`)));
   const inputs = h('textarea', { rows: '3', placeholder: 'books/*.txt\nother/file.txt' });
   const fields = [
     field('name', 'Job name (optional)', h('input', { type: 'text', placeholder: 'for people; not used by Quern' })),
@@ -143,6 +143,8 @@ export default async function submitPage(main, { query }, ctx) {
       reducers: whole('reducers'),
       split_size: whole('split_size'),
       format: v('format'),
+      // A WASI command runs in streaming mode; a job component does not.
+      mode: modules.find((m) => m.sha256 === v('module'))?.kind === 'command' ? 'streaming' : 'component',
       combine: byName.get('combine').input.checked,
       backups: byName.get('backups').input.checked,
       args,

@@ -25,17 +25,17 @@ const STARTS: usize = 1000;
 /// Input size of `engine-1g`.
 const BIG_INPUT: u64 = 1 << 30;
 
-fn mb_per_s(bytes: u64, time: Duration) -> f64 {
+pub(crate) fn mb_per_s(bytes: u64, time: Duration) -> f64 {
     bytes as f64 / 1e6 / time.as_secs_f64()
 }
 
-fn median(times: &mut [Duration]) -> Duration {
+pub(crate) fn median(times: &mut [Duration]) -> Duration {
     times.sort();
     times[times.len() / 2]
 }
 
 /// Prints the machine, so every figure says where it was taken.
-fn print_machine() {
+pub(crate) fn print_machine() {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {
@@ -56,7 +56,7 @@ fn print_machine() {
 }
 
 /// Prints the load average: other work on the machine skews every figure.
-fn print_load(when: &str) {
+pub(crate) fn print_load(when: &str) {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
     println!("load average at {when}: {}", load.join(" "));

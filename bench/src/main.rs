@@ -1,6 +1,8 @@
 //! The benchmark harness: `cargo run -p bench --release -- engine` (guest
 //! map throughput against native code, warm task start) and `-- engine-1g`
-//! (peak memory of a 1 GiB word count), and whole-cluster runs: `throughput`
+//! (peak memory of a 1 GiB word count), `-- languages` (word count in each
+//! guest language: compile, task start, map throughput against native),
+//! and whole-cluster runs: `throughput`
 //! (coordinator lease + complete rate on SQLite and Postgres), `latency`
 //! (one-split job, submit to committed output), `cluster-1g` (1 GiB word
 //! count on two workers against native single-threaded) and `stragglers`
@@ -10,12 +12,13 @@
 mod cluster;
 mod data;
 mod engine;
+mod languages;
 mod native;
 
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: bench engine | engine-1g | throughput | latency | cluster-1g | stragglers";
+    "usage: bench engine | engine-1g | languages | throughput | latency | cluster-1g | stragglers";
 
 fn main() -> ExitCode {
     let Some(which) = std::env::args().nth(1) else {
@@ -25,6 +28,7 @@ fn main() -> ExitCode {
     let result = match which.as_str() {
         "engine" => engine::engine(),
         "engine-1g" => engine::engine_1g(),
+        "languages" => languages::languages(),
         "throughput" => cluster::throughput(),
         "latency" => cluster::latency(),
         "cluster-1g" => cluster::job_1g(),

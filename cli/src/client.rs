@@ -172,6 +172,11 @@ impl Client {
         Ok(self.check(response).await?.json().await?)
     }
 
+    /// An uploaded module.
+    pub async fn module(&self, sha256: &str) -> anyhow::Result<ModuleInfo> {
+        self.get_json(&format!("/modules/{sha256}")).await
+    }
+
     /// One job.
     pub async fn job(&self, id: &str) -> anyhow::Result<JobInfo> {
         self.get_json(&format!("/jobs/{id}")).await

@@ -84,9 +84,9 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.client)?;
     let module_path = PathBuf::from(&args.module);
     let module = if module_path.exists() {
-        client.upload_module(&module_path).await?.sha256
+        client.upload_module(&module_path).await?
     } else {
-        args.module.clone()
+        client.module(&args.module).await?
     };
     let mut inputs = Vec::new();
     for input in &args.inputs {
@@ -98,9 +98,13 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let options = args.options;
-    let mut spec = JobSpec::new(module, inputs, options.reducers);
+    let mode = options
+        .mode_for(module.kind)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.module))?;
+    let mut spec = JobSpec::new(module.sha256, inputs, options.reducers);
     spec.split_size = options.split_size;
     spec.format = options.format;
+    spec.mode = mode;
     spec.combine = !options.no_combine;
     spec.limits = options.limits();
     spec.args = options.args;

@@ -1,7 +1,7 @@
 //! Job options shared by `quern run --local` and `quern submit`.
 
 use clap::Args;
-use protocol::{InputFormat, Limits};
+use protocol::{InputFormat, JobMode, Limits, ModuleKind};
 
 use crate::units::{parse_arg, parse_size};
 
@@ -17,6 +17,12 @@ pub struct JobOptions {
     /// Input format: `lines` or `whole-file`.
     #[arg(long, default_value = "lines")]
     pub format: InputFormat,
+    /// How the module runs: `component` (a quern:job component) or
+    /// `streaming` (a WASI command reading records on stdin and writing
+    /// `key<TAB>value` lines on stdout). By default, the mode the module's
+    /// kind runs in.
+    #[arg(long)]
+    pub mode: Option<JobMode>,
     /// Do not run the guest's combiner.
     #[arg(long)]
     pub no_combine: bool,
@@ -32,6 +38,14 @@ pub struct JobOptions {
 }
 
 impl JobOptions {
+    /// The mode asked for, or the one a module of `kind` runs in; an
+    /// explicit mode that does not fit the module is an error saying so.
+    pub fn mode_for(&self, kind: ModuleKind) -> Result<JobMode, String> {
+        let mode = self.mode.unwrap_or(kind.mode());
+        mode.check(kind)?;
+        Ok(mode)
+    }
+
     /// The sandbox limits the options ask for.
     pub fn limits(&self) -> Limits {
         Limits {

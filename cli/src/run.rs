@@ -18,7 +18,8 @@ pub struct RunArgs {
     /// `quern submit` for a cluster).
     #[arg(long)]
     local: bool,
-    /// The job's `.wasm` component.
+    /// The job's `.wasm`: a quern:job component, or a WASI command with
+    /// `--mode streaming`.
     module: PathBuf,
     /// Input files.
     #[arg(required = true)]
@@ -60,6 +61,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .load(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.module.display()))?;
     let options = args.options;
+    options
+        .mode_for(module.kind())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.module.display()))?;
     let job = LocalJob {
         inputs: args.inputs,
         reducers: options.reducers,

@@ -1,5 +1,8 @@
 //! The example and test guests, compiled by this crate's build script.
-//! Each constant is the path of a `.wasm` component under `target/guests/`.
+//! Each constant is the path of a `.wasm` file under `target/guests/`: a
+//! component of the job world, except `STREAMING` (a WASI preview-1
+//! command module) and `STREAMING_COMPONENT` (a preview-2 command
+//! component), the streaming-mode word count.
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
@@ -12,3 +15,12 @@ pub fn all() -> [(&'static str, &'static str); 4] {
         ("misbehave", MISBEHAVE),
     ]
 }
+
+/// The WASI preview-1 adapters (`reactor` for a library exporting
+/// functions, `command` for a program with `main`) that turn a
+/// `wasm32-wasi` core module into a component, matching the workers'
+/// wasmtime.
+pub use wasi_preview1_component_adapter_provider::{
+    WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER as PREVIEW1_COMMAND_ADAPTER,
+    WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER as PREVIEW1_REACTOR_ADAPTER,
+};

@@ -40,6 +40,9 @@ pub struct ModuleInfo {
     pub created_at: i64,
     /// Whether the guest implements `combine`.
     pub has_combine: bool,
+    /// A `quern:job` component or a WASI command (streaming mode).
+    #[serde(default)]
+    pub kind: crate::ModuleKind,
 }
 
 /// A stored input file.

@@ -45,6 +45,106 @@ impl std::str::FromStr for InputFormat {
     }
 }
 
+/// How the job's module is driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobMode {
+    /// The module is a component of the `quern:job` world: the host calls
+    /// its `init`, `map`, `reduce` and `combine` with record batches.
+    #[default]
+    Component,
+    /// The module is a WASI command (a preview-1 core module or a preview-2
+    /// command component) run once per task: records arrive as lines on
+    /// stdin and pairs leave as `key<TAB>value` lines on stdout.
+    Streaming,
+}
+
+impl JobMode {
+    /// The name used on the command line and in the job spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobMode::Component => "component",
+            JobMode::Streaming => "streaming",
+        }
+    }
+
+    /// Whether a module of `kind` can run in this mode, and if not, what to
+    /// do about it.
+    pub fn check(self, kind: ModuleKind) -> Result<(), String> {
+        match (self, kind) {
+            (JobMode::Component, ModuleKind::Job) | (JobMode::Streaming, ModuleKind::Command) => {
+                Ok(())
+            }
+            (JobMode::Component, ModuleKind::Command) => Err(
+                "the module is a WASI command, not a component of the quern:job world: \
+                 run it with mode `streaming` (`--mode streaming`)"
+                    .into(),
+            ),
+            (JobMode::Streaming, ModuleKind::Job) => Err(
+                "the module is a component of the quern:job world, not a WASI command: \
+                 streaming mode runs a command's `main`; drop `--mode streaming`"
+                    .into(),
+            ),
+        }
+    }
+}
+
+impl std::str::FromStr for JobMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "component" => Ok(JobMode::Component),
+            "streaming" => Ok(JobMode::Streaming),
+            other => Err(format!(
+                "unknown mode `{other}` (expected `component` or `streaming`)"
+            )),
+        }
+    }
+}
+
+/// What an uploaded module is, found by inspecting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModuleKind {
+    /// A component implementing the `quern:job` world.
+    #[default]
+    Job,
+    /// A WASI command: a preview-1 core module exporting `_start`, or a
+    /// preview-2 component exporting `wasi:cli/run`.
+    Command,
+}
+
+impl ModuleKind {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModuleKind::Job => "job",
+            ModuleKind::Command => "command",
+        }
+    }
+
+    /// The mode a module of this kind runs in.
+    pub fn mode(self) -> JobMode {
+        match self {
+            ModuleKind::Job => JobMode::Component,
+            ModuleKind::Command => JobMode::Streaming,
+        }
+    }
+}
+
+impl std::str::FromStr for ModuleKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "job" => Ok(ModuleKind::Job),
+            "command" => Ok(ModuleKind::Command),
+            other => Err(format!("unknown module kind `{other}`")),
+        }
+    }
+}
+
 /// Per-task sandbox limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -83,6 +183,9 @@ pub struct JobSpec {
     /// How inputs become records.
     #[serde(default)]
     pub format: InputFormat,
+    /// How the module is driven: `component` (the default) or `streaming`.
+    #[serde(default)]
+    pub mode: JobMode,
     /// Whether to run the guest's `combine` (when it has one).
     #[serde(default = "default_true")]
     pub combine: bool,
@@ -150,6 +253,7 @@ impl JobSpec {
             reducers,
             split_size: DEFAULT_SPLIT_SIZE,
             format: InputFormat::Lines,
+            mode: JobMode::Component,
             combine: true,
             args: Vec::new(),
             limits: Limits::default(),
@@ -234,5 +338,22 @@ mod tests {
         assert_eq!(s.split_size, DEFAULT_SPLIT_SIZE);
         assert!(s.combine);
         assert_eq!(s.max_attempts, 4);
+        assert_eq!(s.mode, JobMode::Component);
+    }
+
+    #[test]
+    fn streaming_mode_parses_and_checks_the_module_kind() {
+        let s: JobSpec = serde_json::from_str(&format!(
+            r#"{{"module":"{}","inputs":["a"],"reducers":2,"mode":"streaming"}}"#,
+            "b".repeat(64)
+        ))
+        .unwrap();
+        assert_eq!(s.mode, JobMode::Streaming);
+        assert!(s.mode.check(ModuleKind::Command).is_ok());
+        let err = s.mode.check(ModuleKind::Job).unwrap_err();
+        assert!(err.contains("not a WASI command"), "{err}");
+        let err = JobMode::Component.check(ModuleKind::Command).unwrap_err();
+        assert!(err.contains("--mode streaming"), "{err}");
+        assert!("stream".parse::<JobMode>().is_err());
     }
 }

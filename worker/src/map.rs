@@ -8,11 +8,13 @@ use std::io::{self, BufWriter, Read};
 use std::path::{Path, PathBuf};
 
 use protocol::counters as names;
-use protocol::{Counters, InputFormat, Limits, MapOutputIndex};
+use protocol::{Counters, InputFormat, Limits, MapOutputIndex, ModuleKind};
 
 use crate::merge::{BoxedSource, Fill, Grouper, Merge, RecordSource};
 use crate::runfile::{self, RunWriter};
-use crate::runtime::{Guest, GuestModule, Runtime, Sink, SinkError, TaskError, TaskLogs};
+use crate::runtime::{
+    CommandSpec, Guest, GuestModule, LineSink, Runtime, Sink, SinkError, TaskError, TaskLogs,
+};
 use crate::sort::SortBuffer;
 
 /// Input bytes per `map` call.
@@ -148,19 +150,19 @@ impl CombineSink {
 /// Writes every partition of `sources` (one sorted source per partition)
 /// to a run file, through the guest's `combine` when `combine` is set.
 fn write_run<'s>(
-    guest: &mut Guest,
-    combine: bool,
+    combiner: Option<&mut Guest>,
     reducers: u32,
     path: &Path,
     counters: &mut Counters,
     mut source_for: impl FnMut(u32) -> io::Result<Box<dyn RecordSource + 's>>,
 ) -> Result<MapOutputIndex, TaskError> {
+    let mut combiner = combiner;
     let mut writer = runfile::create(path)?;
     let mut batch = Vec::new();
     for partition in 0..reducers {
         writer.start_partition();
         let mut source = source_for(partition)?;
-        if combine {
+        if let Some(guest) = combiner.as_deref_mut() {
             guest.state().sink = Sink::Combine(Box::new(CombineSink {
                 writer,
                 partition,
@@ -212,9 +214,10 @@ impl<S: RecordSource + ?Sized> RecordSource for &mut S {
     }
 }
 
-/// Runs one map task attempt: reads the split, calls the guest, and writes
-/// the map-output file to `output` (via a temporary name, so a file at
-/// `output` is always whole). `work_dir` holds spills and is left empty.
+/// Runs one map task attempt: reads the split, calls the guest (or runs
+/// the streaming command), and writes the map-output file to `output` (via
+/// a temporary name, so a file at `output` is always whole). `work_dir`
+/// holds spills and is left empty.
 pub fn run_map<R: Read>(
     runtime: &Runtime,
     module: &GuestModule,
@@ -223,6 +226,9 @@ pub fn run_map<R: Read>(
     work_dir: &Path,
     output: &Path,
 ) -> TaskReport<MapOutputIndex> {
+    if module.kind() == ModuleKind::Command {
+        return map_streaming(runtime, module, settings, input, work_dir, output);
+    }
     let mut counters = Counters::default();
     let mut guest = match runtime.instantiate(module, &settings.limits, &settings.args) {
         Ok(guest) => guest,
@@ -306,24 +312,37 @@ fn map_with<R: Read>(
     counters.add(names::MAP_INPUT_RECORDS, records as i64);
     counters.add(names::MAP_INPUT_BYTES, input_bytes as i64);
 
-    let Sink::Map(mut collector) = std::mem::replace(&mut guest.state().sink, Sink::Closed) else {
+    let Sink::Map(collector) = std::mem::replace(&mut guest.state().sink, Sink::Closed) else {
         unreachable!("the map sink stays in place during map");
     };
+    let combiner = if combine { Some(guest) } else { None };
+    write_map_output(combiner, *collector, output, counters)
+}
+
+/// Sorts what the collector holds, merges it with its spills (through the
+/// combiner, if any) and writes the one map-output file.
+fn write_map_output(
+    mut combiner: Option<&mut Guest>,
+    mut collector: MapCollector,
+    output: &Path,
+    counters: &mut Counters,
+) -> Result<MapOutputIndex, TaskError> {
+    let reducers = collector.buffer.reducers();
     counters.add(names::MAP_OUTPUT_RECORDS, collector.emitted as i64);
     let tmp = output.with_extension("tmp");
     let index = if collector.spills.is_empty() {
         collector.buffer.sort();
         let buffer = &collector.buffer;
-        write_run(guest, combine, reducers, &tmp, counters, |p| {
+        write_run(combiner, reducers, &tmp, counters, |p| {
             Ok(Box::new(buffer.partition(p)))
         })?
     } else {
         if !collector.buffer.is_empty() {
-            spill(guest, combine, &mut collector, counters)?;
+            spill(combiner.as_deref_mut(), &mut collector, counters)?;
         }
         counters.add(names::SPILLED_RUNS, collector.spills.len() as i64);
         let spills = std::mem::take(&mut collector.spills);
-        let index = write_run(guest, combine, reducers, &tmp, counters, |p| {
+        let index = write_run(combiner, reducers, &tmp, counters, |p| {
             let sources = spills
                 .iter()
                 .map(|(path, index)| {
@@ -361,15 +380,15 @@ fn spill_if_over_budget(
     let Sink::Map(mut collector) = std::mem::replace(&mut guest.state().sink, Sink::Closed) else {
         unreachable!();
     };
-    let result = spill(guest, combine, &mut collector, counters);
+    let combiner = if combine { Some(&mut *guest) } else { None };
+    let result = spill(combiner, &mut collector, counters);
     guest.state().sink = Sink::Map(collector);
     result
 }
 
 /// Sorts the buffer and writes it as a (combined) run.
 fn spill(
-    guest: &mut Guest,
-    combine: bool,
+    combiner: Option<&mut Guest>,
     collector: &mut MapCollector,
     counters: &mut Counters,
 ) -> Result<(), TaskError> {
@@ -377,7 +396,7 @@ fn spill(
     collector.buffer.sort();
     let reducers = collector.buffer.reducers();
     let buffer = &collector.buffer;
-    let index = write_run(guest, combine, reducers, &path, counters, |p| {
+    let index = write_run(combiner, reducers, &path, counters, |p| {
         Ok(Box::new(buffer.partition(p)))
     })?;
     collector.buffer.clear();
@@ -388,4 +407,100 @@ fn spill(
 fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
     buf.extend_from_slice(bytes);
+}
+
+/// Streaming-mode map output: `key<TAB>value` lines into the collector.
+struct MapLines {
+    collector: MapCollector,
+}
+
+impl LineSink for MapLines {
+    fn line(&mut self, line: &[u8], number: u64) -> Result<(), SinkError> {
+        let Some(tab) = memchr::memchr(b'\t', line) else {
+            return Err(SinkError::BadOutput(format!(
+                "map output line {number} is not `key<TAB>value` (it has no TAB): {}",
+                quote_line(line)
+            )));
+        };
+        self.collector.accept(&line[..tab], &line[tab + 1..])
+    }
+}
+
+/// A line for an error message: quoted, and cut if long.
+pub(crate) fn quote_line(line: &[u8]) -> String {
+    const SHOWN: usize = 200;
+    let text = String::from_utf8_lossy(&line[..line.len().min(SHOWN)]);
+    if line.len() > SHOWN {
+        format!("{text:?}... ({} bytes)", line.len())
+    } else {
+        format!("{text:?}")
+    }
+}
+
+/// A map task in streaming mode: the split's records go to the command's
+/// stdin (each line followed by `\n` for `lines`; the file's bytes as they
+/// are for `whole-file`), its stdout lines are the pairs.
+fn map_streaming<R: Read>(
+    runtime: &Runtime,
+    module: &GuestModule,
+    settings: &MapSettings,
+    input: MapInput<R>,
+    work_dir: &Path,
+    output: &Path,
+) -> TaskReport<MapOutputIndex> {
+    let mut counters = Counters::default();
+    let collector = MapCollector {
+        buffer: SortBuffer::new(settings.reducers),
+        // No combiner runs here, so the buffer spills as soon as it is full.
+        hard_limit: settings.sort_buffer.max(1 << 20),
+        spill_dir: work_dir.to_path_buf(),
+        spills: Vec::new(),
+        emitted: 0,
+    };
+    let spec = CommandSpec {
+        phase: "map",
+        args: &settings.args,
+        env: vec![
+            ("QUERN_INPUT_FILE", input.file_name.clone()),
+            ("QUERN_INPUT_FORMAT", input.format.as_str().to_owned()),
+        ],
+        limits: &settings.limits,
+    };
+    let mut records: u64 = 0;
+    let mut input_bytes: u64 = 0;
+    let MapInput {
+        reader,
+        file_name,
+        format,
+        start,
+        end,
+    } = input;
+    let run = runtime.run_command(module, &spec, MapLines { collector }, |mut stdin| {
+        let read =
+            crate::input::for_each_record(reader, &file_name, format, start, end, |_, value| {
+                records += 1;
+                match format {
+                    InputFormat::Lines => stdin.write(&[value, b"\n"]),
+                    InputFormat::WholeFile => stdin.write(&[value]),
+                }
+            });
+        input_bytes = read
+            .and_then(|bytes| stdin.flush().map(|()| bytes))
+            .map_err(|e| {
+                TaskError::Host(
+                    anyhow::Error::from(e).context(format!("reading input {file_name}")),
+                )
+            })?;
+        Ok(())
+    });
+    counters.add(names::MAP_INPUT_RECORDS, records as i64);
+    counters.add(names::MAP_INPUT_BYTES, input_bytes as i64);
+    let outcome = run
+        .outcome
+        .and_then(|()| write_map_output(None, run.sink.collector, output, &mut counters));
+    TaskReport {
+        outcome,
+        counters,
+        logs: run.logs,
+    }
 }

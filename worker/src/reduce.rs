@@ -7,13 +7,14 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
-use protocol::Counters;
-use protocol::Limits;
 use protocol::counters as names;
+use protocol::{Counters, Limits, ModuleKind};
 
 use crate::map::TaskReport;
 use crate::merge::{BoxedSource, Fill, Grouper, Merge, RecordSource};
-use crate::runtime::{Guest, GuestModule, Runtime, Sink, SinkError, TaskError, TaskLogs};
+use crate::runtime::{
+    CommandSpec, Guest, GuestModule, LineSink, Runtime, Sink, SinkError, TaskError, TaskLogs,
+};
 
 /// Group-batch bytes per `reduce` call; a key with more values than fit
 /// streams the rest through `next-values`.
@@ -55,6 +56,15 @@ impl OutputWriter {
         self.out.write_all(b"\n")?;
         self.records += 1;
         self.bytes += (key.len() + self.separator.len() + value.len() + 1) as u64;
+        Ok(())
+    }
+
+    /// A streaming-mode output line, copied as it is.
+    fn accept_line(&mut self, line: &[u8]) -> io::Result<()> {
+        self.out.write_all(line)?;
+        self.out.write_all(b"\n")?;
+        self.records += 1;
+        self.bytes += line.len() as u64 + 1;
         Ok(())
     }
 
@@ -130,6 +140,9 @@ pub fn run_reduce(
     segments: Vec<BoxedSource>,
     tmp_output: &Path,
 ) -> TaskReport<ReduceOutput> {
+    if module.kind() == ModuleKind::Command {
+        return reduce_streaming(runtime, module, settings, segments, tmp_output);
+    }
     let mut counters = Counters::default();
     let mut guest = match runtime.instantiate(module, &settings.limits, &settings.args) {
         Ok(guest) => guest,
@@ -150,6 +163,27 @@ pub fn run_reduce(
     }
 }
 
+/// The merged reduce input, its errors naming the segment they came from.
+fn merged(segments: Vec<BoxedSource>) -> BoxedSource {
+    let tagged: Vec<BoxedSource> = segments
+        .into_iter()
+        .enumerate()
+        .map(|(index, inner)| Box::new(Tagged { index, inner }) as BoxedSource)
+        .collect();
+    Box::new(Merge::new(tagged))
+}
+
+impl OutputWriter {
+    fn create(path: &Path, separator: &[u8]) -> io::Result<Self> {
+        Ok(OutputWriter {
+            out: BufWriter::with_capacity(256 << 10, File::create(path)?),
+            separator: separator.to_vec(),
+            records: 0,
+            bytes: 0,
+        })
+    }
+}
+
 fn reduce_with(
     guest: &mut Guest,
     settings: &ReduceSettings,
@@ -157,21 +191,11 @@ fn reduce_with(
     tmp_output: &Path,
     counters: &mut Counters,
 ) -> Result<ReduceOutput, TaskError> {
-    let tagged: Vec<BoxedSource> = segments
-        .into_iter()
-        .enumerate()
-        .map(|(index, inner)| Box::new(Tagged { index, inner }) as BoxedSource)
-        .collect();
-    let merge: BoxedSource = Box::new(Merge::new(tagged));
-    let file = File::create(tmp_output)?;
+    let merge = merged(segments);
+    let writer = OutputWriter::create(tmp_output, &settings.separator)?;
     let state = guest.state();
     state.values = Some(Grouper::new(merge));
-    state.sink = Sink::Reduce(Box::new(OutputWriter {
-        out: BufWriter::with_capacity(256 << 10, file),
-        separator: settings.separator.clone(),
-        records: 0,
-        bytes: 0,
-    }));
+    state.sink = Sink::Reduce(Box::new(writer));
 
     let mut batch = Vec::with_capacity(REDUCE_BATCH_BYTES + 4096);
     let result = (|| loop {
@@ -212,4 +236,76 @@ fn reduce_with(
     counters.add(names::REDUCE_OUTPUT_RECORDS, output.records as i64);
     counters.add(names::REDUCE_OUTPUT_BYTES, output.bytes as i64);
     Ok(output)
+}
+
+/// Streaming-mode reduce output: each stdout line is an output line.
+struct ReduceLines {
+    writer: OutputWriter,
+}
+
+impl LineSink for ReduceLines {
+    fn line(&mut self, line: &[u8], _number: u64) -> Result<(), SinkError> {
+        Ok(self.writer.accept_line(line)?)
+    }
+}
+
+/// A reduce task in streaming mode: the merged partition goes to the
+/// command's stdin as key-sorted `key<TAB>value` lines; its stdout lines
+/// are the output, copied as they are (the separator setting does not
+/// apply).
+fn reduce_streaming(
+    runtime: &Runtime,
+    module: &GuestModule,
+    settings: &ReduceSettings,
+    segments: Vec<BoxedSource>,
+    tmp_output: &Path,
+) -> TaskReport<ReduceOutput> {
+    let mut counters = Counters::default();
+    let writer = match OutputWriter::create(tmp_output, b"") {
+        Ok(writer) => writer,
+        Err(err) => {
+            return TaskReport {
+                outcome: Err(err.into()),
+                counters,
+                logs: TaskLogs::default(),
+            };
+        }
+    };
+    let spec = CommandSpec {
+        phase: "reduce",
+        args: &settings.args,
+        env: Vec::new(),
+        limits: &settings.limits,
+    };
+    let mut records: u64 = 0;
+    let mut groups: u64 = 0;
+    let run = runtime.run_command(module, &spec, ReduceLines { writer }, |mut stdin| {
+        let mut merge = merged(segments);
+        let mut last_key: Vec<u8> = Vec::new();
+        while merge.advance().map_err(merge_error)? {
+            let key = merge.key();
+            if records == 0 || key != last_key.as_slice() {
+                groups += 1;
+                last_key.clear();
+                last_key.extend_from_slice(key);
+            }
+            records += 1;
+            stdin.write(&[key, b"\t", merge.value(), b"\n"])?;
+        }
+        stdin.flush()?;
+        Ok(())
+    });
+    counters.add(names::REDUCE_INPUT_RECORDS, records as i64);
+    counters.add(names::REDUCE_INPUT_GROUPS, groups as i64);
+    let outcome = run.outcome.and_then(|()| {
+        let output = run.sink.writer.finish()?;
+        counters.add(names::REDUCE_OUTPUT_RECORDS, output.records as i64);
+        counters.add(names::REDUCE_OUTPUT_BYTES, output.bytes as i64);
+        Ok(output)
+    });
+    TaskReport {
+        outcome,
+        counters,
+        logs: run.logs,
+    }
 }

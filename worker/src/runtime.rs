@@ -2,6 +2,7 @@
 //! by sha256 in memory and on disk, and a sandboxed instance per task with
 //! a memory cap, a time limit by epoch interruption and captured logs.
 
+mod command;
 mod error;
 mod host;
 mod logs;
@@ -13,14 +14,18 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use protocol::{Counters, InputFormat, Limits};
+use protocol::{Counters, InputFormat, Limits, ModuleKind};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, Trap};
+use wasmtime::{Config, Engine, Module, Precompiled, Store, Trap};
 use wasmtime_wasi::WasiCtxBuilder;
 
+pub use command::{ChunkedStdin, CommandRun, CommandSpec, LineSink};
 pub use error::{GuestError, ModuleError};
-pub(crate) use host::{HostFailure, Sink, SinkError, TaskState};
+
+use command::{CommandPreKind, CommandState};
+pub use host::SinkError;
+pub(crate) use host::{HostFailure, Sink, TaskState};
 pub use logs::{LogPipe, TaskLogs};
 
 use host::{GuestInfo, InputInfo, Job, JobPre};
@@ -66,13 +71,38 @@ pub struct RuntimeConfig {
 pub struct GuestModule {
     /// Lowercase hex sha256 of the module's bytes.
     pub sha256: String,
-    pre: JobPre<TaskState>,
+    loaded: Loaded,
+}
+
+enum Loaded {
+    /// A component of the `quern:job` world.
+    Job(JobPre<TaskState>),
+    /// A WASI command, for streaming mode.
+    Command(CommandPreKind),
+}
+
+impl GuestModule {
+    /// A `quern:job` component or a WASI command.
+    pub fn kind(&self) -> ModuleKind {
+        match self.loaded {
+            Loaded::Job(_) => ModuleKind::Job,
+            Loaded::Command(_) => ModuleKind::Command,
+        }
+    }
+}
+
+/// A compiled module of either binary format.
+enum Compiled {
+    Component(Component),
+    Core(Module),
 }
 
 /// The process's wasmtime engine and module cache.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<TaskState>,
+    command_linker: Linker<CommandState>,
+    core_linker: wasmtime::Linker<CommandState>,
     modules: Mutex<HashMap<String, Arc<GuestModule>>>,
     cache_dir: Option<PathBuf>,
     stop_ticker: Arc<AtomicBool>,
@@ -109,6 +139,12 @@ impl Runtime {
             .map_err(|e| anyhow::anyhow!(describe(&e)))?;
         Job::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| anyhow::anyhow!(describe(&e)))?;
+        let mut command_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut command_linker)
+            .map_err(|e| anyhow::anyhow!(describe(&e)))?;
+        let mut core_linker = wasmtime::Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut core_linker, CommandState::p1)
+            .map_err(|e| anyhow::anyhow!(describe(&e)))?;
 
         if let Some(dir) = &config.cache_dir {
             std::fs::create_dir_all(dir)?;
@@ -131,6 +167,8 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker,
+            command_linker,
+            core_linker,
             modules: Mutex::default(),
             cache_dir: config.cache_dir,
             stop_ticker,
@@ -149,10 +187,17 @@ impl Runtime {
             return None;
         }
         // SAFETY: the cache directory is written only by this function's
-        // sibling `load`, from components this engine compiled; wasmtime
-        // also checks the engine configuration before using the file.
-        let component = unsafe { Component::deserialize_file(&self.engine, &path) }.ok()?;
-        let module = Arc::new(self.link(sha256.to_owned(), &component).ok()?);
+        // sibling `load`, from modules this engine compiled; wasmtime also
+        // checks the engine configuration before using the file.
+        let compiled = match Engine::detect_precompiled_file(&path).ok()?? {
+            Precompiled::Component => Compiled::Component(
+                unsafe { Component::deserialize_file(&self.engine, &path) }.ok()?,
+            ),
+            Precompiled::Module => {
+                Compiled::Core(unsafe { Module::deserialize_file(&self.engine, &path) }.ok()?)
+            }
+        };
+        let module = Arc::new(self.link(sha256.to_owned(), &compiled).ok()?);
         self.modules
             .lock()
             .unwrap()
@@ -171,13 +216,20 @@ impl Runtime {
         if let Some(module) = self.cached(&sha256) {
             return Ok(module);
         }
-        check_header(bytes)?;
-        let component = Component::new(&self.engine, bytes).map_err(|e| {
+        let compiled = match check_header(bytes)? {
+            Format::Component => Component::new(&self.engine, bytes).map(Compiled::Component),
+            Format::Core => Module::new(&self.engine, bytes).map(Compiled::Core),
+        }
+        .map_err(|e| {
             ModuleError::Invalid(format!("the module does not compile: {}", describe(&e)))
         })?;
-        let module = Arc::new(self.link(sha256.clone(), &component)?);
+        let module = Arc::new(self.link(sha256.clone(), &compiled)?);
+        let serialized = match &compiled {
+            Compiled::Component(c) => c.serialize(),
+            Compiled::Core(m) => m.serialize(),
+        };
         if let Some(path) = self.cache_path(&sha256)
-            && let Ok(serialized) = component.serialize()
+            && let Ok(serialized) = serialized
         {
             // Written under a temporary name and renamed, so a concurrent
             // reader never sees half a file. A failed write only costs a
@@ -191,18 +243,55 @@ impl Runtime {
         Ok(module)
     }
 
-    fn link(&self, sha256: String, component: &Component) -> Result<GuestModule, ModuleError> {
-        let pre = self
-            .linker
-            .instantiate_pre(component)
-            .and_then(JobPre::new)
-            .map_err(|e| {
-                ModuleError::Invalid(format!(
-                    "the module does not implement the Quern job contract (world quern:job/job@0.1.0): {}",
-                    describe(&e)
-                ))
-            })?;
-        Ok(GuestModule { sha256, pre })
+    /// Links a compiled module as a job component or a WASI command, or
+    /// says what it lacks to be either.
+    fn link(&self, sha256: String, compiled: &Compiled) -> Result<GuestModule, ModuleError> {
+        let loaded = match compiled {
+            Compiled::Component(component) => {
+                let as_job = self.linker.instantiate_pre(component).and_then(JobPre::new);
+                match as_job {
+                    Ok(pre) => Loaded::Job(pre),
+                    Err(job_err) => {
+                        let as_command = self
+                            .command_linker
+                            .instantiate_pre(component)
+                            .and_then(wasmtime_wasi::p2::bindings::sync::CommandPre::new);
+                        match as_command {
+                            Ok(pre) => Loaded::Command(CommandPreKind::P2(pre)),
+                            Err(command_err) => {
+                                return Err(ModuleError::Invalid(format!(
+                                    "the component implements neither the Quern job contract \
+                                     (world quern:job/job@0.1.0: {}) nor a WASI command for \
+                                     streaming mode (export wasi:cli/run: {})",
+                                    describe(&job_err),
+                                    describe(&command_err)
+                                )));
+                            }
+                        }
+                    }
+                }
+            }
+            Compiled::Core(module) => {
+                if !module.exports().any(|e| e.name() == "_start") {
+                    return Err(ModuleError::Invalid(
+                        "this core WebAssembly module exports no `_start`, so it is not a WASI \
+                         command: build a program with a `main` for streaming mode (e.g. \
+                         `--target wasm32-wasip1`), or build a component of the quern:job world \
+                         (the Rust SDK with `--target wasm32-wasip2`, or `wasm-tools component new`)"
+                            .into(),
+                    ));
+                }
+                let pre = self.core_linker.instantiate_pre(module).map_err(|e| {
+                    ModuleError::Invalid(format!(
+                        "the WASI command imports something Quern does not provide \
+                         (only wasi_snapshot_preview1 is available): {}",
+                        describe(&e)
+                    ))
+                })?;
+                Loaded::Command(CommandPreKind::P1(pre))
+            }
+        };
+        Ok(GuestModule { sha256, loaded })
     }
 
     /// Creates a sandboxed instance for one task and calls its `init`.
@@ -212,6 +301,14 @@ impl Runtime {
         limits: &Limits,
         args: &[(String, String)],
     ) -> Result<Guest, TaskError> {
+        let Loaded::Job(pre) = &module.loaded else {
+            return Err(TaskError::Host(anyhow::anyhow!(
+                "{}",
+                protocol::JobMode::Component
+                    .check(ModuleKind::Command)
+                    .unwrap_err()
+            )));
+        };
         let stdout = LogPipe::new(limits.log_bytes as usize);
         let stderr = LogPipe::new(limits.log_bytes as usize);
         // No preopened directories, no environment, no arguments, no
@@ -231,7 +328,7 @@ impl Runtime {
         store.set_epoch_deadline((timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64);
         store.epoch_deadline_trap();
 
-        let mut guest = match module.pre.instantiate(&mut store) {
+        let mut guest = match pre.instantiate(&mut store) {
             Ok(job) => Guest {
                 store,
                 job,
@@ -241,7 +338,15 @@ impl Runtime {
                 limits: *limits,
             },
             Err(err) => {
-                return Err(classify(&mut store, &stderr, limits, "instantiation", err));
+                let state = store.data_mut();
+                return Err(classify(
+                    state.failure.take(),
+                    state.limiter.hit,
+                    &stderr,
+                    limits,
+                    "instantiation",
+                    err,
+                ));
             }
         };
         let result = guest.job.call_init(&mut guest.store, args);
@@ -259,39 +364,43 @@ impl Drop for Runtime {
     }
 }
 
+/// The two WebAssembly binary formats.
+enum Format {
+    Core,
+    Component,
+}
+
 /// Tells apart garbage, core modules and components, so the user reads
 /// what to do instead of a parser error.
-fn check_header(bytes: &[u8]) -> Result<(), ModuleError> {
+fn check_header(bytes: &[u8]) -> Result<Format, ModuleError> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Err(ModuleError::Invalid(
             "not a WebAssembly file (it does not start with \\0asm)".into(),
         ));
     }
     if bytes[4..8] == [1, 0, 0, 0] {
-        return Err(ModuleError::Invalid(
-            "this is a core WebAssembly module, not a component: build the job with \
-             `--target wasm32-wasip2` (the Rust SDK does) or wrap it with `wasm-tools component new`"
-                .into(),
-        ));
+        return Ok(Format::Core);
     }
-    Ok(())
+    Ok(Format::Component)
 }
 
-/// Turns a wasmtime error into the failure a user can act on.
+/// Turns a wasmtime error into the failure a user can act on. A failure
+/// the host recorded while the guest ran, then a hit memory cap, explain
+/// the trap better than the trap itself.
 fn classify(
-    store: &mut Store<TaskState>,
+    failure: Option<HostFailure>,
+    memory_hit: bool,
     stderr: &LogPipe,
     limits: &Limits,
     function: &str,
     err: wasmtime::Error,
 ) -> TaskError {
-    let state = store.data_mut();
-    match state.failure.take() {
+    match failure {
         Some(HostFailure::Guest(err)) => return err.into(),
         Some(HostFailure::Io(err)) => return crate::reduce::merge_error(err),
         None => {}
     }
-    if state.limiter.hit {
+    if memory_hit {
         return GuestError::OutOfMemory {
             limit_mib: limits.memory_mib,
         }
@@ -354,13 +463,17 @@ impl Guest {
                 message,
             }
             .into()),
-            Err(err) => Err(classify(
-                &mut self.store,
-                &self.stderr,
-                &self.limits,
-                function,
-                err,
-            )),
+            Err(err) => {
+                let state = self.store.data_mut();
+                Err(classify(
+                    state.failure.take(),
+                    state.limiter.hit,
+                    &self.stderr,
+                    &self.limits,
+                    function,
+                    err,
+                ))
+            }
         }
     }
 

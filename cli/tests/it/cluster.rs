@@ -10,9 +10,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use examples_wasm::{INDEXER, WORDCOUNT};
+use examples_wasm::{INDEXER, STREAMING, WORDCOUNT};
 use protocol::api::{AttemptInfo, DatasetFile, JobInfo, ModuleInfo, OutputFile, TaskInfo};
-use protocol::{AttemptOutcome, JobId, JobSpec, JobState, TaskKind, TaskState};
+use protocol::{
+    AttemptOutcome, JobId, JobMode, JobSpec, JobState, ModuleKind, TaskKind, TaskState,
+};
 use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
 use server::{AppState, Config};
@@ -608,6 +610,37 @@ async fn indexer_3_workers_10_reducers(backend: &str) {
     matches_the_local_run(backend, INDEXER, 3, 10).await;
 }
 
+/// A WASI command uploaded as is runs in streaming mode on the cluster and
+/// writes exactly what the word-count component writes; submitted without
+/// `mode: streaming` it is refused, naming the field.
+async fn streaming_2_workers_3_reducers(backend: &str) {
+    let expected = local_run(WORDCOUNT, 3).await;
+    let cluster = TestCluster::spawn(2, backend).await;
+    let sha = cluster.upload_module(STREAMING).await;
+    let module: ModuleInfo = cluster.get_json(&format!("/modules/{sha}")).await;
+    assert_eq!(module.kind, ModuleKind::Command);
+    assert!(!module.has_combine);
+    let inputs = cluster.upload_texts("books").await;
+
+    let refused = cluster
+        .post("/jobs")
+        .json(&spec(&sha, &inputs, 3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("\"mode\""), "{body}");
+    assert!(body.contains("--mode streaming"), "{body}");
+
+    let mut streaming = spec(&sha, &inputs, 3);
+    streaming.mode = JobMode::Streaming;
+    let job = cluster.submit(&streaming).await;
+    let info = cluster.wait(job).await;
+    assert_matches(&cluster, &info, &expected).await;
+    cluster.stop().await;
+}
+
 async fn two_jobs_at_once(backend: &str) {
     let wordcount = local_run(WORDCOUNT, 3).await;
     let indexer = local_run(INDEXER, 3).await;
@@ -679,6 +712,7 @@ per_backend!(
     wordcount_3_workers_10_reducers,
     indexer_2_workers_3_reducers,
     indexer_3_workers_10_reducers,
+    streaming_2_workers_3_reducers,
     two_jobs_at_once,
     attempts_record_one_success_per_task,
 );

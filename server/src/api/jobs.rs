@@ -80,12 +80,18 @@ async fn submit(
         message: e.to_string(),
     })?;
     spec.validate()?;
-    if state.store.get_module(&spec.module).await?.is_none() {
+    let Some(module) = state.store.get_module(&spec.module).await? else {
         return Err(ApiError::InvalidSpec {
             field: "module".into(),
             message: format!("no module {} (upload it first)", spec.module),
         });
-    }
+    };
+    spec.mode
+        .check(module.kind)
+        .map_err(|message| ApiError::InvalidSpec {
+            field: "mode".into(),
+            message,
+        })?;
     let job = crate::scheduler::plan_job(&state, spec).await?;
     let id = state.store.create_job(&job, now_ms()).await?;
     tracing::info!(job_id = %id, maps = job.maps.len(), reducers = job.spec.reducers, "job submitted");

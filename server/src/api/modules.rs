@@ -1,5 +1,6 @@
-//! `/modules`: upload (validated: it compiles and implements the job
-//! contract), list, get, delete. Stored by sha256, deduplicated.
+//! `/modules`: upload (validated: it compiles and is either a component of
+//! the job world or a WASI command for streaming mode), list, get, delete.
+//! Stored by sha256, deduplicated.
 
 use axum::Json;
 use axum::Router;
@@ -8,8 +9,8 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use bytes::Bytes;
-use protocol::Limits;
 use protocol::api::ModuleInfo;
+use protocol::{Limits, ModuleKind};
 use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult};
@@ -59,10 +60,14 @@ async fn upload(
     let bytes = read_limited(body, state.config.max_module_bytes, "module").await?;
     let runtime = state.runtime.clone();
     let checked = bytes.clone();
-    let has_combine = tokio::task::spawn_blocking(move || -> Result<bool, ApiError> {
+    let (kind, has_combine) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
         let module = runtime
             .load(&checked)
             .map_err(|e| ApiError::BadRequest(format!("invalid module: {e}")))?;
+        let kind = module.kind();
+        if kind == ModuleKind::Command {
+            return Ok((kind, false));
+        }
         // Asking the guest whether it combines runs its `init` under tight
         // limits; a guest that needs arguments to init simply says no here.
         let limits = Limits {
@@ -70,10 +75,11 @@ async fn upload(
             timeout_secs: 2,
             log_bytes: 4096,
         };
-        Ok(runtime
+        let has_combine = runtime
             .instantiate(&module, &limits, &[])
             .map(|g| g.has_combine())
-            .unwrap_or(false))
+            .unwrap_or(false);
+        Ok((kind, has_combine))
     })
     .await
     .map_err(ApiError::internal)??;
@@ -93,6 +99,7 @@ async fn upload(
         size: bytes.len() as u64,
         created_at: now_ms(),
         has_combine,
+        kind,
     };
     let created = state.store.put_module(&info).await?;
     let stored = state.store.get_module(&sha256).await?.unwrap_or(info);

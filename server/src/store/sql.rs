@@ -36,6 +36,7 @@ pub(super) struct ModuleRow {
     pub size: i64,
     pub has_combine: bool,
     pub created_at: i64,
+    pub kind: String,
 }
 
 impl From<ModuleRow> for ModuleInfo {
@@ -46,6 +47,8 @@ impl From<ModuleRow> for ModuleInfo {
             size: r.size as u64,
             created_at: r.created_at,
             has_combine: r.has_combine,
+            // The column is only ever written from a `ModuleKind`.
+            kind: r.kind.parse().unwrap_or_default(),
         }
     }
 }
@@ -451,7 +454,7 @@ macro_rules! store_impl {
 
             async fn put_module(&self, m: &ModuleInfo) -> StoreResult<bool> {
                 let rows = sqlx::query(
-                    "INSERT INTO modules (sha256, name, size, has_combine, created_at) VALUES ($1, $2, $3, $4, $5) \
+                    "INSERT INTO modules (sha256, name, size, has_combine, created_at, kind) VALUES ($1, $2, $3, $4, $5, $6) \
                      ON CONFLICT (sha256) DO NOTHING",
                 )
                 .bind(&m.sha256)
@@ -459,6 +462,7 @@ macro_rules! store_impl {
                 .bind(m.size as i64)
                 .bind(m.has_combine)
                 .bind(m.created_at)
+                .bind(m.kind.as_str())
                 .execute(&self.pool)
                 .await?
                 .rows_affected();
@@ -467,7 +471,7 @@ macro_rules! store_impl {
 
             async fn get_module(&self, sha256: &str) -> StoreResult<Option<ModuleInfo>> {
                 Ok(sqlx::query_as::<_, ModuleRow>(
-                    "SELECT sha256, name, size, has_combine, created_at FROM modules WHERE sha256 = $1",
+                    "SELECT sha256, name, size, has_combine, created_at, kind FROM modules WHERE sha256 = $1",
                 )
                 .bind(sha256)
                 .fetch_optional(&self.pool)
@@ -477,7 +481,7 @@ macro_rules! store_impl {
 
             async fn list_modules(&self) -> StoreResult<Vec<ModuleInfo>> {
                 Ok(sqlx::query_as::<_, ModuleRow>(
-                    "SELECT sha256, name, size, has_combine, created_at FROM modules ORDER BY created_at DESC, sha256",
+                    "SELECT sha256, name, size, has_combine, created_at, kind FROM modules ORDER BY created_at DESC, sha256",
                 )
                 .fetch_all(&self.pool)
                 .await?

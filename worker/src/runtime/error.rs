@@ -35,6 +35,16 @@ pub enum GuestError {
         /// The cap in MiB.
         limit_mib: u64,
     },
+    /// A streaming-mode command exited with a non-zero status.
+    #[error("the job's {function} command exited with status {status}{}", if stderr.is_empty() { String::new() } else { format!("; its stderr ends with: {stderr}") })]
+    Exited {
+        /// The phase, `map` or `reduce`.
+        function: String,
+        /// The exit status.
+        status: i32,
+        /// The end of what it wrote to stderr.
+        stderr: String,
+    },
     /// The guest emitted something the host cannot accept.
     #[error("the guest's output is invalid: {0}")]
     BadOutput(String),

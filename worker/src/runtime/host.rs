@@ -37,9 +37,12 @@ pub(crate) enum Sink {
     Reduce(Box<OutputWriter>),
 }
 
-/// Why the host refused a pair.
-pub(crate) enum SinkError {
+/// Why the host refused a pair or an output line.
+#[derive(Debug)]
+pub enum SinkError {
+    /// The guest's output breaks the contract; the message says how.
     BadOutput(String),
+    /// Writing it failed on the host.
     Io(io::Error),
 }
 

@@ -8,5 +8,6 @@ mod misbehave;
 mod modules;
 mod spill;
 mod splits;
+mod streaming;
 mod support;
 mod torn;

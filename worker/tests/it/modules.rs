@@ -25,13 +25,41 @@ fn garbage_is_not_webassembly() {
 }
 
 #[test]
-fn a_core_module_is_told_to_become_a_component() {
+fn a_core_module_without_start_is_told_what_it_lacks() {
     let core =
         wat::parse_str(r#"(module (func (export "map") (param i32) (result i32) local.get 0))"#)
             .unwrap();
     let message = refusal(&core);
     assert!(message.contains("core WebAssembly module"), "{message}");
+    assert!(message.contains("no `_start`"), "{message}");
     assert!(message.contains("wasm32-wasip2"), "{message}");
+}
+
+#[test]
+fn a_command_with_foreign_imports_is_refused() {
+    let core = wat::parse_str(
+        r#"(module
+            (import "env" "host_secret" (func))
+            (memory (export "memory") 1)
+            (func (export "_start")))"#,
+    )
+    .unwrap();
+    let message = refusal(&core);
+    assert!(message.contains("only wasi_snapshot_preview1"), "{message}");
+    assert!(message.contains("host_secret"), "{message}");
+}
+
+#[test]
+fn commands_load_as_commands_and_components_as_jobs() {
+    use protocol::ModuleKind;
+    for (path, kind) in [
+        (examples_wasm::STREAMING, ModuleKind::Command),
+        (examples_wasm::STREAMING_COMPONENT, ModuleKind::Command),
+        (examples_wasm::WORDCOUNT, ModuleKind::Job),
+    ] {
+        let module = runtime().load(&std::fs::read(path).unwrap()).unwrap();
+        assert_eq!(module.kind(), kind, "{path}");
+    }
 }
 
 #[test]
@@ -39,7 +67,8 @@ fn a_component_of_another_world_does_not_implement_the_contract() {
     // Exports nothing.
     let empty = wat::parse_str("(component)").unwrap();
     let message = refusal(&empty);
-    assert!(message.contains("does not implement"), "{message}");
+    assert!(message.contains("implements neither"), "{message}");
+    assert!(message.contains("wasi:cli/run"), "{message}");
 
     // Imports an interface the host does not provide.
     let foreign = wat::parse_str(
@@ -47,7 +76,7 @@ fn a_component_of_another_world_does_not_implement_the_contract() {
     )
     .unwrap();
     let message = refusal(&foreign);
-    assert!(message.contains("does not implement"), "{message}");
+    assert!(message.contains("implements neither"), "{message}");
     assert!(message.contains("acme:other/thing"), "{message}");
 }
 

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use protocol::ModuleKind;
 use protocol::api::{DatasetFile, ModuleInfo};
 use server::store::{Store, StoreError};
 
@@ -31,6 +32,7 @@ pub async fn modules(store: Arc<dyn Store>) {
         size: 1_000,
         created_at: 10,
         has_combine: true,
+        kind: ModuleKind::Job,
     };
     let b = ModuleInfo {
         sha256: "cd".repeat(32),
@@ -38,6 +40,7 @@ pub async fn modules(store: Arc<dyn Store>) {
         size: 2_000,
         created_at: 20,
         has_combine: false,
+        kind: ModuleKind::Command,
     };
 
     assert!(store.put_module(&a).await.unwrap());
