@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 mod api;
 mod chaos;
 mod cluster;
+mod languages;
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
