@@ -2,6 +2,7 @@
 //! warm task start, and a 1 GiB job's peak memory.
 
 use std::fs::File;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
@@ -62,6 +63,44 @@ pub(crate) fn print_load(when: &str) {
     println!("load average at {when}: {}", load.join(" "));
 }
 
+/// Map settings of the throughput runs: R reducers, combine on, the
+/// default limits and sort buffer.
+pub(crate) fn map_settings(reducers: u32) -> MapSettings {
+    MapSettings {
+        reducers,
+        combine: true,
+        limits: Limits::default(),
+        args: Vec::new(),
+        sort_buffer: DEFAULT_SORT_BUFFER,
+    }
+}
+
+/// One map task over the whole of `input` (one split, `lines`).
+pub(crate) fn map_whole_file(
+    runtime: &Runtime,
+    module: &worker::GuestModule,
+    settings: &MapSettings,
+    input: &Path,
+    work: &Path,
+    output: &Path,
+) -> anyhow::Result<worker::TaskReport<protocol::MapOutputIndex>> {
+    let size = std::fs::metadata(input)?.len();
+    Ok(run_map(
+        runtime,
+        module,
+        settings,
+        MapInput {
+            reader: File::open(input)?,
+            file_name: "input.txt".into(),
+            format: InputFormat::Lines,
+            start: 0,
+            end: size,
+        },
+        work,
+        output,
+    ))
+}
+
 /// `bench engine`.
 pub fn engine() -> anyhow::Result<()> {
     print_machine();
@@ -97,13 +136,7 @@ pub fn engine() -> anyhow::Result<()> {
 
     // Map throughput, guest and native, alternating so that both see the
     // same page cache and machine noise.
-    let settings = MapSettings {
-        reducers: REDUCERS,
-        combine: true,
-        limits: Limits::default(),
-        args: Vec::new(),
-        sort_buffer: DEFAULT_SORT_BUFFER,
-    };
+    let settings = map_settings(REDUCERS);
     let guest_out = scratch.path().join("guest.out");
     let native_out = scratch.path().join("native.out");
     let mut guest_times = Vec::new();
@@ -111,20 +144,14 @@ pub fn engine() -> anyhow::Result<()> {
     let mut spilled = 0;
     for _ in 0..MAP_RUNS {
         let started = Instant::now();
-        let report = run_map(
+        let report = map_whole_file(
             &runtime,
             &module,
             &settings,
-            MapInput {
-                reader: File::open(&input)?,
-                file_name: "input.txt".into(),
-                format: InputFormat::Lines,
-                start: 0,
-                end: size,
-            },
+            &input,
             scratch.path(),
             &guest_out,
-        );
+        )?;
         guest_times.push(started.elapsed());
         report.outcome?;
         spilled = report.counters.get(names::SPILLED_RUNS);

@@ -9,19 +9,18 @@
 //! The non-Rust modules come from `examples-wasm/langs/build` (toolchains
 //! from `scripts/guest-toolchains`).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use protocol::{InputFormat, Limits, ModuleKind};
+use protocol::{Limits, ModuleKind};
 use worker::map::DEFAULT_SORT_BUFFER;
 use worker::runtime::{CommandSpec, LineSink, SinkError};
-use worker::{MapInput, MapSettings, Runtime, RuntimeConfig, run_map};
+use worker::{Runtime, RuntimeConfig};
 
 use crate::data::{generate, scratch};
-use crate::engine::{mb_per_s, median, print_load, print_machine};
+use crate::engine::{map_settings, map_whole_file, mb_per_s, median, print_load, print_machine};
 use crate::native;
 
 /// Input of the throughput runs: enough for a stable figure from the
@@ -142,31 +141,13 @@ pub fn languages() -> anyhow::Result<()> {
 
         let start = task_start(&runtime, &module)?;
 
-        let settings = MapSettings {
-            reducers: REDUCERS,
-            combine: true,
-            limits: Limits::default(),
-            args: Vec::new(),
-            sort_buffer: DEFAULT_SORT_BUFFER,
-        };
+        let settings = map_settings(REDUCERS);
         let out = scratch.path().join("guest.out");
         let mut times = Vec::new();
         for _ in 0..RUNS {
             let started = Instant::now();
-            let report = run_map(
-                &runtime,
-                &module,
-                &settings,
-                MapInput {
-                    reader: File::open(&input)?,
-                    file_name: "input.txt".into(),
-                    format: InputFormat::Lines,
-                    start: 0,
-                    end: size,
-                },
-                scratch.path(),
-                &out,
-            );
+            let report =
+                map_whole_file(&runtime, &module, &settings, &input, scratch.path(), &out)?;
             times.push(started.elapsed());
             report
                 .outcome

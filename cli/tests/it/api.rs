@@ -67,15 +67,20 @@ async fn bad_modules_are_refused(backend: &str) {
 
     let core = wat::parse_str("(module)").unwrap();
     assert_eq!(core, b"\0asm\x01\0\0\0");
+    // A core module is fine as a WASI command, but this one has no `_start`.
     let core = refused(&cluster, upload(core), StatusCode::BAD_REQUEST).await;
+    assert!(core.error.message.contains("no `_start`"), "{core:?}");
     assert!(core.error.message.contains("component"), "{core:?}");
 
+    // Neither the job world nor wasi:cli/run: the message names both.
     let empty = wat::parse_str("(component)").unwrap();
     let empty = refused(&cluster, upload(empty), StatusCode::BAD_REQUEST).await;
     assert!(
-        empty.error.message.contains("does not implement"),
+        empty.error.message.contains("implements neither"),
         "{empty:?}"
     );
+    assert!(empty.error.message.contains("quern:job/job"), "{empty:?}");
+    assert!(empty.error.message.contains("wasi:cli/run"), "{empty:?}");
 
     let huge = refused(
         &cluster,
