@@ -338,13 +338,24 @@ macro_rules! store_impl {
 
         /// Puts a completed map task whose output is gone back to idle and
         /// sends its job back to the map phase.
-        async fn lose_map_output(tx: &mut sqlx::Transaction<'static, $db>, task: i64, now: i64) -> StoreResult<bool> {
+        /// Sends a completed map task back to idle because its output is
+        /// gone, unless the output is newer than `seen_by`: a reduce that was
+        /// leased before the map ran again reports the old output missing,
+        /// and that must not throw away the new one.
+        async fn lose_map_output(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            task: i64,
+            seen_by: i64,
+            now: i64,
+        ) -> StoreResult<bool> {
             let rows = sqlx::query(
                 "UPDATE tasks SET state = 'idle', worker_id = NULL, attempt_id = NULL, output = NULL, \
-                 lease_deadline = NULL, updated_at = $2 WHERE id = $1 AND kind = 'map' AND state = 'completed'",
+                 lease_deadline = NULL, updated_at = $2 WHERE id = $1 AND kind = 'map' AND state = 'completed' \
+                 AND updated_at <= $3",
             )
             .bind(task)
             .bind(now)
+            .bind(seen_by)
             .execute(&mut **tx)
             .await?
             .rows_affected();
@@ -1099,7 +1110,13 @@ macro_rules! store_impl {
                                         .fetch_optional(&mut *tx)
                                         .await?;
                                 if belongs.is_some() {
-                                    lose_map_output(&mut tx, map_task.0, now).await?;
+                                    // Only an output this attempt could have
+                                    // been given: one completed before it began.
+                                    let started: i64 = sqlx::query_scalar("SELECT started_at FROM attempts WHERE id = $1")
+                                        .bind(attempt.0)
+                                        .fetch_one(&mut *tx)
+                                        .await?;
+                                    lose_map_output(&mut tx, map_task.0, started, now).await?;
                                 }
                                 (AttemptOutcome::Lost, format!("fetching map output of task {map_task}: {message}"), false)
                             }
@@ -1244,7 +1261,7 @@ macro_rules! store_impl {
                 for (task, job) in lost {
                     let mut tx = self.pool.begin().await?;
                     lock_job(&mut tx, job).await?;
-                    if lose_map_output(&mut tx, task, now).await? {
+                    if lose_map_output(&mut tx, task, i64::MAX, now).await? {
                         requeued += 1;
                     }
                     tx.commit().await?;

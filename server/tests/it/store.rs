@@ -58,6 +58,7 @@ conformance!(
     failures::guest_failures_use_up_attempts,
     failures::host_failures_do_not_count,
     failures::fetch_failure_reruns_the_map,
+    failures::a_stale_fetch_failure_keeps_the_new_map_output,
     backups::stragglers_get_one_backup_and_the_first_finish_wins,
     backups::a_dead_primary_hands_over_to_its_backup,
 );

@@ -158,3 +158,62 @@ pub async fn fetch_failure_reruns_the_map(store: Arc<dyn Store>) {
     let attempts: Vec<_> = sources.iter().map(|s| s.attempt).collect();
     assert_eq!(attempts, [maps[0], rerun.attempt]);
 }
+
+/// A reduce leased before a map ran again may still report the map's old
+/// output missing; that must not throw away the new output.
+pub async fn a_stale_fetch_failure_keeps_the_new_map_output(store: Arc<dyn Store>) {
+    let w1 = register(&store, "w1", 0).await;
+    let w2 = register(&store, "w2", 0).await;
+    let id = create_job(&store, 2, 2, 10).await;
+    run_maps(&store, id, &[&w1, &w2], 2, 2, 100).await;
+    let map1 = task(&store, id, TaskKind::Map, 1).await;
+
+    // Both reduces start with map 1's first output.
+    let early = lease(&store, &w1, 200).await;
+    let other = lease(&store, &w2, 205).await;
+    assert_eq!(
+        (early.kind, other.kind),
+        (TaskKind::Reduce, TaskKind::Reduce)
+    );
+    let fetch = || Failure::FetchFailed {
+        map_task: map1.id,
+        message: "connection refused".into(),
+    };
+
+    // One of them finds it gone; map 1 runs again and completes.
+    store
+        .complete(other.attempt, &failed(&w2, fetch()), 210)
+        .await
+        .unwrap();
+    assert_eq!(
+        task(&store, id, TaskKind::Map, 1).await.state,
+        TaskState::Idle
+    );
+    let rerun = lease(&store, &w2, 300).await;
+    assert_eq!((rerun.kind, rerun.index), (TaskKind::Map, 1));
+    store
+        .complete(rerun.attempt, &map_done(&w2, 1, 2), 310)
+        .await
+        .unwrap();
+    assert_eq!(job(&store, id).await.state, JobState::Reducing);
+
+    // The other reduce, leased before the rerun, reports the old output
+    // missing too: its attempt is lost, the new output stays.
+    store
+        .complete(early.attempt, &failed(&w1, fetch()), 320)
+        .await
+        .unwrap();
+    let kept = task(&store, id, TaskKind::Map, 1).await;
+    assert_eq!(kept.state, TaskState::Completed, "{kept:?}");
+    assert_eq!(job(&store, id).await.state, JobState::Reducing);
+    assert_eq!(
+        attempt(&store, id, early.attempt).await.outcome,
+        AttemptOutcome::Lost
+    );
+    let retry = lease(&store, &w1, 400).await;
+    assert_eq!(retry.kind, TaskKind::Reduce);
+    let TaskWork::Reduce { sources, .. } = &retry.work else {
+        panic!("a reduce lease carries reduce work");
+    };
+    assert_eq!(sources[1].attempt, rerun.attempt, "the new output is read");
+}
