@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -18,13 +17,12 @@ use protocol::{
 use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
 use server::{AppState, Config};
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// The variable naming a Postgres server to test against.
-pub const DATABASE_URL_VAR: &str = "TEST_DATABASE_URL";
+pub use testkit::DATABASE_URL_VAR;
+use testkit::{PgDatabase, postgres_url};
 
 /// Map split size of every distributed test job: small, so the eight texts
 /// make many map tasks.
@@ -32,12 +30,6 @@ pub const SPLIT_SIZE: u64 = 256 << 10;
 
 /// Longest a test job may take before the test gives up on it.
 const JOB_TIMEOUT: Duration = Duration::from_secs(600);
-
-fn postgres_url() -> Option<String> {
-    std::env::var(DATABASE_URL_VAR)
-        .ok()
-        .filter(|url| !url.trim().is_empty())
-}
 
 /// Whether tests can run on `backend`: SQLite always, Postgres when
 /// `TEST_DATABASE_URL` is set.
@@ -86,89 +78,6 @@ pub fn texts() -> Vec<PathBuf> {
     texts.sort();
     assert_eq!(texts.len(), 8, "examples/data should hold eight texts");
     texts
-}
-
-/// A database of its own on the `TEST_DATABASE_URL` server, dropped (best
-/// effort) with the guard.
-pub(crate) struct PgDatabase {
-    admin_url: String,
-    name: String,
-    pub(crate) url: String,
-}
-
-impl PgDatabase {
-    pub(crate) async fn create() -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let admin_url = postgres_url()
-            .unwrap_or_else(|| panic!("{DATABASE_URL_VAR} must be set to test Postgres"));
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!(
-            "quern_cli_test_{}_{}_{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut conn = PgConnection::connect(&admin_url)
-            .await
-            .expect("connect to TEST_DATABASE_URL");
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .expect("create a test database");
-        conn.close().await.expect("close the admin connection");
-        let url = with_database(&admin_url, &name);
-        PgDatabase {
-            admin_url,
-            name,
-            url,
-        }
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        // Drop runs inside the test's runtime, which must not block on
-        // itself, so the clean-up gets a thread and a runtime of its own.
-        // A database left behind by a failure here is harmless.
-        let admin_url = self.admin_url.clone();
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        let cleanup = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async {
-                if let Ok(mut conn) = PgConnection::connect(&admin_url).await {
-                    let _ = sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut conn).await;
-                    let _ = conn.close().await;
-                }
-            });
-        });
-        let _ = cleanup.join();
-    }
-}
-
-/// `url` with its path (the database name) replaced by `database`; the
-/// query string, if any, is kept.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let path = base[authority..]
-        .find('/')
-        .map_or(base.len(), |i| authority + i);
-    let mut out = format!("{}/{database}", &base[..path]);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
 }
 
 /// A coordinator and workers in this process, on 127.0.0.1 ports of their

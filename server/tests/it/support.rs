@@ -6,10 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use server::store::{PostgresStore, SqliteStore, Store};
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
-
-/// The variable naming a Postgres server to test against.
-pub const DATABASE_URL_VAR: &str = "TEST_DATABASE_URL";
+use testkit::{DATABASE_URL_VAR, PgDatabase, postgres_url};
 
 /// The backends to run: always `sqlite`, and `postgres` when
 /// `TEST_DATABASE_URL` is set.
@@ -19,12 +16,6 @@ pub fn backends() -> Vec<&'static str> {
         backends.push("postgres");
     }
     backends
-}
-
-fn postgres_url() -> Option<String> {
-    std::env::var(DATABASE_URL_VAR)
-        .ok()
-        .filter(|url| !url.trim().is_empty())
 }
 
 /// A fresh store and the place its data lives. Dropping it deletes the
@@ -45,36 +36,7 @@ impl TestStore {
 
 enum Place {
     Dir { _dir: tempfile::TempDir },
-    Postgres { admin_url: String, name: String },
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        let Place::Postgres { admin_url, name } = self else {
-            return;
-        };
-        // Drop runs inside the test's runtime, which must not block on
-        // itself, so the clean-up gets a thread and a runtime of its own.
-        // A database left behind by a failure here is harmless.
-        let admin_url = admin_url.clone();
-        let name = name.clone();
-        let cleanup = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async {
-                if let Ok(mut conn) = PgConnection::connect(&admin_url).await {
-                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut conn).await;
-                    let _ = conn.close().await;
-                }
-            });
-        });
-        let _ = cleanup.join();
-    }
+    Postgres { _database: PgDatabase },
 }
 
 /// A fresh, migrated store on `backend` (`sqlite` or `postgres`).
@@ -94,28 +56,16 @@ pub async fn fresh_store(backend: &str) -> TestStore {
             }
         }
         "postgres" => {
-            let admin_url = postgres_url()
-                .unwrap_or_else(|| panic!("{DATABASE_URL_VAR} must be set to test Postgres"));
-            let name = format!("quern_test_{:016x}", rand::random::<u64>());
-            let mut conn = PgConnection::connect(&admin_url)
-                .await
-                .expect("connect to TEST_DATABASE_URL");
-            sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&mut conn)
-                .await
-                .expect("create a test database");
-            conn.close().await.expect("close the admin connection");
-            // From here on the guard drops the database, even if connecting fails.
-            let place = Place::Postgres {
-                admin_url: admin_url.clone(),
-                name: name.clone(),
-            };
-            let store = PostgresStore::connect(&with_database(&admin_url, &name))
+            // The guard drops the database, even if connecting fails.
+            let database = PgDatabase::create().await;
+            let store = PostgresStore::connect(&database.url)
                 .await
                 .expect("connect the Postgres store");
             TestStore {
                 store: Arc::new(store),
-                _place: place,
+                _place: Place::Postgres {
+                    _database: database,
+                },
             }
         }
         other => panic!("unknown store backend `{other}`"),
@@ -136,39 +86,4 @@ where
     let fresh = fresh_store(backend).await;
     assert_eq!(fresh.store.backend(), backend);
     test(fresh.store()).await;
-}
-
-/// `url` with its path (the database name) replaced by `database`; the
-/// query string, if any, is kept.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let path = base[authority..]
-        .find('/')
-        .map_or(base.len(), |i| authority + i);
-    let mut out = format!("{}/{database}", &base[..path]);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
-}
-
-#[test]
-fn with_database_replaces_only_the_path() {
-    assert_eq!(
-        with_database("postgres://postgres@127.0.0.1:5432/test", "fresh"),
-        "postgres://postgres@127.0.0.1:5432/fresh"
-    );
-    assert_eq!(
-        with_database("postgres://u:p@db/test?sslmode=disable", "fresh"),
-        "postgres://u:p@db/fresh?sslmode=disable"
-    );
-    assert_eq!(
-        with_database("postgres://localhost", "fresh"),
-        "postgres://localhost/fresh"
-    );
 }

@@ -12,7 +12,8 @@ use protocol::api::{JobInfo, WorkerInfo};
 use protocol::{JobId, WorkerId};
 
 use super::Api;
-use crate::cluster::{PgDatabase, Process, free_port, os_args, wait_until_healthy};
+use crate::cluster::{Process, free_port, os_args, wait_until_healthy};
+use testkit::PgDatabase;
 
 /// How to start a test cluster.
 pub struct Options {
