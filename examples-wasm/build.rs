@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const GUESTS: &[&str] = &["wordcount", "indexer", "grep", "misbehave"];
+const GUESTS: &[&str] = &["wordcount", "indexer", "grep", "misbehave", "sort"];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -22,6 +22,9 @@ fn main() {
         root.join("guest-sdk").display()
     );
 
+    for target in ["wasm32-wasip2", "wasm32-wasip1"] {
+        require_target(&guests_dir, target);
+    }
     cargo_build(&guests_dir, &target_dir, &["--target=wasm32-wasip2"]);
     cargo_build(
         &guests_dir,
@@ -51,6 +54,37 @@ fn main() {
     }
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("guests.rs");
     std::fs::write(out, consts).unwrap();
+}
+
+/// Stops the build with what to run when the toolchain lacks `target`
+/// (rustup installs a pinned toolchain's targets only when it installs the
+/// toolchain itself; without this the nested build dies with "can't find
+/// crate for `core`").
+fn require_target(guests_dir: &Path, target: &str) {
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .current_dir(guests_dir)
+        .env_remove("RUSTC")
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    let Some(sysroot) = sysroot else {
+        return;
+    };
+    if !sysroot
+        .join("lib/rustlib")
+        .join(target)
+        .join("lib")
+        .is_dir()
+    {
+        panic!(
+            "\n\nThe example guests build for {target}, which this Rust toolchain ({}) does not \
+             have.\nInstall the guest targets and build again:\n\n    rustup target add \
+             wasm32-wasip2 wasm32-wasip1\n\n(scripts/demo and scripts/test do this themselves.)\n",
+            sysroot.display()
+        );
+    }
 }
 
 /// Runs `cargo build --release` on the guests' workspace with `args`.

@@ -39,6 +39,7 @@ fn noop_job(maps: usize) -> NewJob {
             })
             .collect(),
         token: "t".into(),
+        partitioner: protocol::Partitioner::Hash,
     }
 }
 

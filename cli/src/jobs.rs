@@ -106,6 +106,8 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     spec.format = options.format;
     spec.mode = mode;
     spec.combine = !options.no_combine;
+    spec.combine_buffer = options.combine_buffer;
+    spec.partitioner = options.partitioner;
     spec.limits = options.limits();
     spec.args = options.args;
     spec.name = args.name;

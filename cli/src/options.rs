@@ -1,7 +1,7 @@
 //! Job options shared by `quern run --local` and `quern submit`.
 
 use clap::Args;
-use protocol::{InputFormat, JobMode, Limits, ModuleKind};
+use protocol::{InputFormat, JobMode, Limits, ModuleKind, PartitionBy};
 
 use crate::units::{parse_arg, parse_size};
 
@@ -23,9 +23,19 @@ pub struct JobOptions {
     /// kind runs in.
     #[arg(long)]
     pub mode: Option<JobMode>,
-    /// Do not run the guest's combiner.
+    /// Do not run the guest's combiner (neither in the guest nor on the
+    /// host).
     #[arg(long)]
     pub no_combine: bool,
+    /// Memory a map task's guest may hold pairs in to combine them before
+    /// emitting (e.g. 32MiB; at most a quarter of --memory-mib).
+    #[arg(long, value_parser = parse_size)]
+    pub combine_buffer: Option<u64>,
+    /// How map output keys go to reducers: `hash` (even spread) or `range`
+    /// (split points sampled from the input's lines; the outputs in order
+    /// are globally sorted, as a sort job needs).
+    #[arg(long, default_value = "hash")]
+    pub partitioner: PartitionBy,
     /// A job argument `name=value` (repeatable).
     #[arg(long = "arg", value_parser = parse_arg)]
     pub args: Vec<(String, String)>,

@@ -70,6 +70,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         split_size: options.split_size,
         format: options.format,
         combine: !options.no_combine,
+        combine_buffer: options.combine_buffer,
+        partitioner: options.partitioner,
         limits: options.limits(),
         args: options.args,
         output: args.output,

@@ -4,7 +4,9 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use crate::batch::{self, Reader};
+use batch::Reader;
+
+use crate::table::Table;
 use crate::{Error, Result};
 
 /// Pairs are handed to the host once this many bytes are buffered, so a
@@ -46,23 +48,77 @@ impl Args {
     }
 }
 
+/// Where [`Context::emit`] sends a pair.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Route {
+    /// Straight to the host, in batches.
+    Host,
+    /// Into the combining table (a map task of a job that combines).
+    Table,
+    /// Into the capture of a combine the SDK runs on the table.
+    Capture,
+}
+
+/// What a combine run on the table emitted.
+#[derive(Default)]
+struct Capture {
+    key: Vec<u8>,
+    values: Vec<u8>,
+    count: u32,
+    stray: Option<Vec<u8>>,
+}
+
 /// The task's side of the host: emits pairs, bumps counters, tells where
 /// the records come from.
-#[derive(Default)]
 pub struct Context {
     pending: Vec<u8>,
     counters: HashMap<String, i64>,
     input: String,
+    route: Route,
+    table: Option<Table>,
+    capture: Capture,
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Context {
+            pending: Vec::new(),
+            counters: HashMap::new(),
+            input: String::new(),
+            route: Route::Host,
+            table: None,
+            capture: Capture::default(),
+        }
+    }
 }
 
 impl Context {
     /// Emits one pair: to the shuffle from `map` and `combine`, as an output
     /// line from `reduce`.
+    ///
+    /// In a map task of a job with a combiner, pairs are held in a table
+    /// and combined before they leave the guest; the job sees no
+    /// difference but speed.
+    #[inline]
     pub fn emit(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
-        batch::put(&mut self.pending, key.as_ref());
-        batch::put(&mut self.pending, value.as_ref());
-        if self.pending.len() >= EMIT_FLUSH_BYTES {
-            self.flush_pairs();
+        let (key, value) = (key.as_ref(), value.as_ref());
+        match self.route {
+            Route::Host => self.emit_to_host(key, value),
+            Route::Table => {
+                let table = self.table.as_mut().expect("the table route has a table");
+                table.add(key, value);
+                if table.over_hard_limit() {
+                    self.spill_table_uncombined();
+                }
+            }
+            Route::Capture => {
+                if key == self.capture.key.as_slice() {
+                    batch::put(&mut self.capture.values, value);
+                    self.capture.count += 1;
+                } else if self.capture.stray.is_none() {
+                    self.capture.stray = Some(key.to_vec());
+                }
+            }
         }
     }
 
@@ -86,6 +142,84 @@ impl Context {
         self.input = input;
     }
 
+    /// Turns on in-mapper combining with a table of `budget` bytes.
+    pub(crate) fn hold_back(&mut self, budget: usize) {
+        self.table = Some(Table::new(budget));
+    }
+
+    /// Starts an export call whose pairs may be held back.
+    pub(crate) fn begin_map(&mut self) {
+        if self.table.is_some() {
+            self.route = Route::Table;
+        }
+    }
+
+    pub(crate) fn table_mut(&mut self) -> Option<&mut Table> {
+        self.table.as_mut()
+    }
+
+    #[inline]
+    fn emit_to_host(&mut self, key: &[u8], value: &[u8]) {
+        batch::put_pair(&mut self.pending, key, value);
+        if self.pending.len() >= EMIT_FLUSH_BYTES {
+            self.flush_pairs();
+        }
+    }
+
+    /// Emits a key with each value of a value batch.
+    pub(crate) fn emit_values(&mut self, key: &[u8], values: &[u8]) -> Result {
+        let mut reader = Reader::new(values);
+        while !reader.is_empty() {
+            let value = reader.field().map_err(Error::msg)?;
+            self.emit_to_host(key, value);
+        }
+        Ok(())
+    }
+
+    /// A single call emitted past twice the budget: the table goes to the
+    /// host as it is (the host sorts and combines it), keeping memory
+    /// bounded whatever one call emits.
+    fn spill_table_uncombined(&mut self) {
+        let Some(table) = self.table.as_mut() else {
+            return;
+        };
+        for (key, slot) in table.drain() {
+            // The table's own encoding: it cannot be malformed.
+            let _ = self.emit_values(&key, &slot.values);
+        }
+    }
+
+    /// Runs the job's `combine` on one key's values (a value batch of
+    /// `count` values), returning what it emitted as a value batch.
+    pub(crate) fn run_combine<J: crate::Job>(
+        &mut self,
+        job: &mut J,
+        key: &[u8],
+        values: &[u8],
+        count: u32,
+    ) -> Result<(Vec<u8>, u32)> {
+        let route = std::mem::replace(&mut self.route, Route::Capture);
+        self.capture.key.clear();
+        self.capture.key.extend_from_slice(key);
+        self.capture.count = 0;
+        self.capture.stray = None;
+        let mut given = Values::new(Reader::new(values), count, false);
+        let result = job.combine(key, &mut given, self);
+        let rest = given.finish();
+        self.route = route;
+        result?;
+        rest.map_err(Error::msg)?;
+        if let Some(stray) = self.capture.stray.take() {
+            return Err(Error::msg(format!(
+                "combine emitted key {:?} while combining key {:?}; it must emit pairs under the key it was given",
+                String::from_utf8_lossy(&stray),
+                String::from_utf8_lossy(key)
+            )));
+        }
+        let count = std::mem::replace(&mut self.capture.count, 0);
+        Ok((std::mem::take(&mut self.capture.values), count))
+    }
+
     fn flush_pairs(&mut self) {
         if !self.pending.is_empty() {
             crate::__bindings::quern::job::host::emit(&self.pending);
@@ -94,8 +228,9 @@ impl Context {
     }
 
     /// Hands everything buffered to the host; called at the end of every
-    /// export call.
+    /// export call. Pairs held in the table stay there.
     pub(crate) fn flush(&mut self) {
+        self.route = Route::Host;
         self.flush_pairs();
         if !self.counters.is_empty() {
             let deltas: Vec<(String, i64)> = self.counters.drain().collect();
@@ -149,7 +284,7 @@ impl<'a> Values<'a> {
     pub(crate) fn finish(mut self) -> std::result::Result<Reader<'a>, String> {
         while self.in_batch > 0 {
             self.in_batch -= 1;
-            self.batch.field()?;
+            self.batch.field().map_err(|e| malformed(&e))?;
         }
         match self.failed {
             Some(err) => Err(err),
@@ -166,7 +301,7 @@ impl<'a> Values<'a> {
                 let value = match reader.field() {
                     Ok(value) => value.to_vec(),
                     Err(err) => {
-                        self.failed = Some(err);
+                        self.failed = Some(malformed(&err));
                         self.streaming = false;
                         return None;
                     }
@@ -197,7 +332,7 @@ impl<'a> Iterator for Values<'a> {
             return match self.batch.field() {
                 Ok(value) => Some(Cow::Borrowed(value)),
                 Err(err) => {
-                    self.failed = Some(err);
+                    self.failed = Some(malformed(&err));
                     self.in_batch = 0;
                     self.streaming = false;
                     None
@@ -206,4 +341,9 @@ impl<'a> Iterator for Values<'a> {
         }
         self.next_fetched().map(Cow::Owned)
     }
+}
+
+/// The message for a batch from the host that breaks the framing.
+pub(crate) fn malformed(err: &batch::Malformed) -> String {
+    format!("malformed batch from the host: {err}")
 }

@@ -35,12 +35,19 @@
 //! The host calls `map` once per input record and `reduce` once per distinct
 //! key, in ascending byte order of key, with every value of that key. Values
 //! are streamed: a key with millions of values never has to fit in memory.
+//!
+//! When the job has a combiner, a map task's pairs do not leave the guest
+//! one by one: the SDK holds them in a table under the memory budget the
+//! host gives, runs [`Job::combine`] on a key's values as they pile up, and
+//! emits the combined pairs when the table is full and at the end of the
+//! task (in-mapper combining). `combine` must therefore be an operation the
+//! result of which can be combined again, as MapReduce always asks of it.
 #![warn(missing_docs)]
 
-mod batch;
 mod context;
 #[doc(hidden)]
 pub mod rt;
+mod table;
 
 pub use context::{Args, Context, Values};
 
@@ -127,9 +134,19 @@ pub trait Job: Default + 'static {
 
     /// Combines some values of one key on the map side. It must only emit
     /// pairs under `key`. Set [`Job::HAS_COMBINE`] when implementing it.
+    /// It may run many times on the same key, on values it produced itself.
     fn combine(&mut self, key: &[u8], values: &mut Values, ctx: &mut Context) -> Result {
         let _ = (key, values, ctx);
         Err(Error::msg("this job does not implement combine"))
+    }
+
+    /// Called once at the end of a task, after the last [`Job::map`] or
+    /// [`Job::reduce`]: pairs emitted here go where that phase's pairs go
+    /// (a reduce task's become output lines, e.g. a top-k kept across
+    /// keys).
+    fn finish(&mut self, ctx: &mut Context) -> Result {
+        let _ = ctx;
+        Ok(())
     }
 }
 
@@ -142,9 +159,13 @@ macro_rules! export_job {
 
         impl $crate::__bindings::Guest for __QuernExport {
             fn init(
+                task: $crate::__bindings::TaskInfo,
                 args: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
             ) -> ::std::result::Result<$crate::__bindings::GuestInfo, ::std::string::String> {
-                $crate::rt::init::<$job>(args)
+                $crate::rt::init::<$job>(task, args)
+            }
+            fn finish() -> ::std::result::Result<(), ::std::string::String> {
+                $crate::rt::finish::<$job>()
             }
             fn map(
                 input: $crate::__bindings::InputInfo,

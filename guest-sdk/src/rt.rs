@@ -1,13 +1,15 @@
 //! Glue between the generated bindings and a [`Job`]: decodes batches,
-//! keeps the job value for the life of the instance, flushes output.
+//! keeps the job value for the life of the instance, combines held-back
+//! pairs, flushes output.
 
 use std::any::Any;
 use std::cell::RefCell;
 
-use crate::__bindings::{GuestInfo, InputInfo};
+use batch::Reader;
+
+use crate::__bindings::{GuestInfo, InputInfo, Phase, TaskInfo};
 use crate::Job;
-use crate::batch::Reader;
-use crate::context::{Args, Context, Values};
+use crate::context::{Args, Context, Values, malformed};
 
 struct Instance {
     job: Box<dyn Any>,
@@ -33,13 +35,17 @@ fn with_job<J: Job, R>(f: impl FnOnce(&mut J, &mut Context) -> R) -> Result<R, S
 }
 
 /// `init` export.
-pub fn init<J: Job>(args: Vec<(String, String)>) -> Result<GuestInfo, String> {
+pub fn init<J: Job>(task: TaskInfo, args: Vec<(String, String)>) -> Result<GuestInfo, String> {
     let mut job = J::default();
     job.setup(&Args::new(args)).map_err(|e| e.to_string())?;
+    let mut ctx = Context::default();
+    if J::HAS_COMBINE && task.combine && task.phase == Phase::Map && task.buffer_bytes > 0 {
+        ctx.hold_back(usize::try_from(task.buffer_bytes).unwrap_or(usize::MAX));
+    }
     INSTANCE.with(|cell| {
         *cell.borrow_mut() = Some(Instance {
             job: Box::new(job),
-            ctx: Context::default(),
+            ctx,
         })
     });
     Ok(GuestInfo {
@@ -51,18 +57,72 @@ pub fn init<J: Job>(args: Vec<(String, String)>) -> Result<GuestInfo, String> {
 pub fn map<J: Job>(input: InputInfo, records: Vec<u8>) -> Result<(), String> {
     with_job::<J, _>(|job, ctx| {
         ctx.set_input(input.file);
-        let mut reader = Reader::new(&records);
-        let mut result = Ok(());
-        while !reader.is_empty() {
-            let key = reader.field()?;
-            let value = reader.field()?;
-            if let Err(err) = job.map(key, value, ctx) {
-                result = Err(err.to_string());
-                break;
-            }
-        }
+        ctx.begin_map();
+        let result = map_records(job, ctx, &records);
         ctx.flush();
         result
+    })?
+}
+
+fn map_records<J: Job>(job: &mut J, ctx: &mut Context, records: &[u8]) -> Result<(), String> {
+    let mut reader = Reader::new(records);
+    while !reader.is_empty() {
+        let (key, value) = reader.pair().map_err(|e| malformed(&e))?;
+        job.map(key, value, ctx).map_err(|e| e.to_string())?;
+        if let Some(table) = ctx.table_mut()
+            && (table.has_ripe() || table.over_budget())
+        {
+            settle(job, ctx).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Combines the keys whose values piled up, and empties the table into
+/// the host when it is over its budget.
+fn settle<J: Job>(job: &mut J, ctx: &mut Context) -> crate::Result {
+    let Some(table) = ctx.table_mut() else {
+        return Ok(());
+    };
+    for key in table.take_ripe() {
+        let Some((values, count)) = ctx.table_mut().and_then(|t| t.take_values(&key)) else {
+            continue;
+        };
+        let (combined, count) = ctx.run_combine(job, &key, &values, count)?;
+        if let Some(table) = ctx.table_mut() {
+            table.put_values(&key, combined, count);
+        }
+    }
+    if ctx.table_mut().is_some_and(|t| t.over_budget()) {
+        empty_table(job, ctx)?;
+    }
+    Ok(())
+}
+
+/// Combines every key of the table that holds more than one value and
+/// emits the result to the host.
+fn empty_table<J: Job>(job: &mut J, ctx: &mut Context) -> crate::Result {
+    let Some(table) = ctx.table_mut() else {
+        return Ok(());
+    };
+    for (key, slot) in table.drain() {
+        if slot.count > 1 {
+            let (combined, _) = ctx.run_combine(job, &key, &slot.values, slot.count)?;
+            ctx.emit_values(&key, &combined)?;
+        } else {
+            ctx.emit_values(&key, &slot.values)?;
+        }
+    }
+    Ok(())
+}
+
+/// `finish` export.
+pub fn finish<J: Job>() -> Result<(), String> {
+    with_job::<J, _>(|job, ctx| {
+        ctx.begin_map();
+        let result = job.finish(ctx).and_then(|()| empty_table(job, ctx));
+        ctx.flush();
+        result.map_err(|e| e.to_string())
     })?
 }
 
@@ -93,8 +153,8 @@ fn for_each_group(
 ) -> Result<(), String> {
     let mut reader = Reader::new(groups);
     while !reader.is_empty() {
-        let key = reader.field()?;
-        let count = reader.u32()?;
+        let key = reader.field().map_err(|e| malformed(&e))?;
+        let count = reader.u32().map_err(|e| malformed(&e))?;
         let last = is_last_group(&reader, count)?;
         let mut values = Values::new(reader, count, last && !last_complete);
         f(key, &mut values).map_err(|e| e.to_string())?;
@@ -105,9 +165,7 @@ fn for_each_group(
 
 /// Whether the group whose values start at `reader` is the batch's last.
 fn is_last_group(reader: &Reader, count: u32) -> Result<bool, String> {
-    let mut probe = Reader::new(reader.rest());
-    for _ in 0..count {
-        probe.field()?;
-    }
+    let mut probe = reader.clone();
+    probe.skip(count).map_err(|e| malformed(&e))?;
     Ok(probe.is_empty())
 }

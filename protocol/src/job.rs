@@ -145,6 +145,54 @@ impl std::str::FromStr for ModuleKind {
     }
 }
 
+/// How a job's map output keys are assigned to reduce partitions, as the
+/// user asks for it (the coordinator turns `range` into a
+/// [`crate::Partitioner`] with split points sampled from the input).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PartitionBy {
+    /// By hash of the key: even partitions, no order between them.
+    #[default]
+    Hash,
+    /// By key range, split points sampled from the input's lines: the
+    /// outputs concatenated in partition order are globally sorted, for
+    /// jobs whose map keys order like their input lines (a sort).
+    Range,
+}
+
+impl PartitionBy {
+    /// The name used on the command line and in the job spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartitionBy::Hash => "hash",
+            PartitionBy::Range => "range",
+        }
+    }
+}
+
+impl std::str::FromStr for PartitionBy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "hash" => Ok(PartitionBy::Hash),
+            "range" => Ok(PartitionBy::Range),
+            other => Err(format!(
+                "unknown partitioner `{other}` (expected `hash` or `range`)"
+            )),
+        }
+    }
+}
+
+/// Chunks of the input read to sample range split points, and their size:
+/// up to 200 x 32 KiB, about 100,000 lines of prose.
+pub const SAMPLE_CHUNKS: u64 = 200;
+/// See [`SAMPLE_CHUNKS`].
+pub const SAMPLE_CHUNK_BYTES: u64 = 32 << 10;
+
+/// Smallest combine buffer a job may ask for.
+pub const MIN_COMBINE_BUFFER: u64 = 1 << 10;
+
 /// Per-task sandbox limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -189,6 +237,14 @@ pub struct JobSpec {
     /// Whether to run the guest's `combine` (when it has one).
     #[serde(default = "default_true")]
     pub combine: bool,
+    /// Bytes of pairs a map task's guest may hold back to combine them
+    /// before emitting (in-mapper combining). Default 32 MiB, never more
+    /// than a quarter of `limits.memory_mib`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub combine_buffer: Option<u64>,
+    /// How map output keys are assigned to reduce partitions.
+    #[serde(default)]
+    pub partitioner: PartitionBy,
     /// Arguments passed to the guest's `init`.
     #[serde(default)]
     pub args: Vec<(String, String)>,
@@ -255,6 +311,8 @@ impl JobSpec {
             format: InputFormat::Lines,
             mode: JobMode::Component,
             combine: true,
+            combine_buffer: None,
+            partitioner: PartitionBy::Hash,
             args: Vec::new(),
             limits: Limits::default(),
             max_attempts: default_max_attempts(),
@@ -294,6 +352,18 @@ impl JobSpec {
         }
         if self.limits.log_bytes > 16 << 20 {
             return reject("limits.log_bytes", "must be at most 16 MiB");
+        }
+        if self.combine_buffer.is_some_and(|b| b < MIN_COMBINE_BUFFER) {
+            return reject(
+                "combine_buffer",
+                format!("must be at least {MIN_COMBINE_BUFFER} bytes"),
+            );
+        }
+        if self.partitioner == PartitionBy::Range && self.format != InputFormat::Lines {
+            return reject(
+                "partitioner",
+                "range partitioning samples the input's lines: it needs the `lines` format",
+            );
         }
         if let Some((name, _)) = self.args.iter().find(|(n, _)| n.is_empty()) {
             return reject("args", format!("argument with an empty name ({name:?})"));

@@ -15,7 +15,10 @@ pub mod worker_api;
 
 pub use counters::Counters;
 pub use ids::{AttemptId, JobId, TaskId, WorkerId};
-pub use job::{InputFormat, JobMode, JobSpec, Limits, ModuleKind, SpecError};
-pub use partition::{MapOutputIndex, PartitionIndex, fnv1a32, partition_for};
+pub use job::{InputFormat, JobMode, JobSpec, Limits, ModuleKind, PartitionBy, SpecError};
+pub use partition::{
+    MapOutputIndex, PartitionIndex, Partitioner, fnv1a32, part_name, partition_for, sample_lines,
+    sample_ranges,
+};
 pub use split::{InputFile, Split, plan_splits};
 pub use state::{AttemptOutcome, JobState, TaskKind, TaskState};

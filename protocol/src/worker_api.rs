@@ -97,6 +97,13 @@ pub struct Lease {
     pub reducers: u32,
     /// Whether to combine.
     pub combine: bool,
+    /// Bytes a map task's guest may hold back to combine pairs (the job's
+    /// `combine_buffer`, or the default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub combine_buffer: Option<u64>,
+    /// How map output keys are assigned to partitions.
+    #[serde(default)]
+    pub partitioner: crate::Partitioner,
     /// Guest arguments.
     pub args: Vec<(String, String)>,
     /// Sandbox limits.

@@ -1,7 +1,7 @@
 //! The REST API under `/api/v1`: one file per resource, each with its own
 //! router; user routes and worker routes carry different tokens.
 
-mod datasets;
+pub(crate) mod datasets;
 mod jobs;
 mod modules;
 mod worker;

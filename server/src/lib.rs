@@ -74,7 +74,7 @@ pub struct AppState {
     /// Modules, datasets, outputs.
     pub blobs: Blobs,
     /// Validates modules on upload.
-    pub runtime: Arc<worker::Runtime>,
+    pub runtime: Arc<runtime::Runtime>,
     /// Settings.
     pub config: Arc<Config>,
     /// Woken when tasks may have become leasable or jobs changed.
@@ -107,7 +107,7 @@ impl AppState {
             ),
         };
         let blobs = Blobs::local(&config.data_dir.join("blobs"))?;
-        let runtime = Arc::new(worker::Runtime::new(worker::RuntimeConfig {
+        let runtime = Arc::new(runtime::Runtime::new(runtime::RuntimeConfig {
             cache_dir: Some(config.data_dir.join("module-cache")),
         })?);
         Ok(AppState {

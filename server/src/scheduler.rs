@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use protocol::{InputFile, JobSpec, plan_splits};
+use futures::TryStreamExt;
+use protocol::job::{SAMPLE_CHUNK_BYTES, SAMPLE_CHUNKS};
+use protocol::{InputFile, JobSpec, PartitionBy, Partitioner, plan_splits};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -104,11 +106,49 @@ pub async fn plan_job(state: &AppState, spec: JobSpec) -> Result<NewJob, ApiErro
             end: s.end,
         })
         .collect();
+    let partitioner = match spec.partitioner {
+        PartitionBy::Hash => Partitioner::Hash,
+        PartitionBy::Range => sample_partitioner(state, &files, spec.reducers).await?,
+    };
     Ok(NewJob {
         spec,
         maps,
         token: crate::auth::new_token(),
+        partitioner,
     })
+}
+
+/// A range partitioner whose split points come from the lines of about
+/// `SAMPLE_CHUNKS` chunks read evenly across the inputs (TeraSort's
+/// sampling): R parts of about equal size, drawn before any map runs.
+async fn sample_partitioner(
+    state: &AppState,
+    files: &[protocol::api::DatasetFile],
+    reducers: u32,
+) -> Result<Partitioner, ApiError> {
+    let sizes: Vec<u64> = files.iter().map(|f| f.size).collect();
+    let mut sample = Vec::new();
+    for (i, offset, len) in protocol::sample_ranges(&sizes, SAMPLE_CHUNKS, SAMPLE_CHUNK_BYTES) {
+        let key = crate::api::datasets::dataset_key(&files[i].path);
+        let Some((_, stream)) = state
+            .blobs
+            .get_range(&key, offset, Some(offset + len))
+            .await
+            .map_err(ApiError::internal)?
+        else {
+            return Err(ApiError::InvalidSpec {
+                field: "inputs".into(),
+                message: format!(
+                    "dataset {} was deleted while the job was planned",
+                    files[i].path
+                ),
+            });
+        };
+        let chunks: Vec<bytes::Bytes> = stream.try_collect().await.map_err(ApiError::internal)?;
+        let chunk = chunks.concat();
+        sample.extend(protocol::sample_lines(&chunk, offset).map(<[u8]>::to_vec));
+    }
+    Ok(Partitioner::from_sample(sample, reducers))
 }
 
 /// Every so often: declare silent workers dead and take back expired

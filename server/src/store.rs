@@ -66,6 +66,8 @@ pub struct NewJob {
     pub maps: Vec<MapInputDoc>,
     /// Secret for the job's shuffle.
     pub token: String,
+    /// How map output is partitioned (range split points already drawn).
+    pub partitioner: protocol::Partitioner,
 }
 
 /// A job row.

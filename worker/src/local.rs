@@ -10,9 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use protocol::{Counters, InputFile, InputFormat, Limits, MapOutputIndex, plan_splits};
+use protocol::job::{SAMPLE_CHUNK_BYTES, SAMPLE_CHUNKS};
+use protocol::{
+    Counters, InputFile, InputFormat, Limits, MapOutputIndex, PartitionBy, Partitioner, plan_splits,
+};
 
-use crate::map::{DEFAULT_SORT_BUFFER, MapInput, MapSettings, run_map};
+use crate::map::{DEFAULT_SORT_BUFFER, MapInput, MapSettings, combine_buffer, run_map};
 use crate::merge::BoxedSource;
 use crate::reduce::{ReduceSettings, run_reduce};
 use crate::runfile;
@@ -31,6 +34,11 @@ pub struct LocalJob {
     pub format: InputFormat,
     /// Run the guest's combiner when it has one.
     pub combine: bool,
+    /// Bytes the guest may hold back to combine pairs; `None` for the
+    /// default.
+    pub combine_buffer: Option<u64>,
+    /// How map output keys are assigned to partitions.
+    pub partitioner: PartitionBy,
     /// Arguments for the guest.
     pub args: Vec<(String, String)>,
     /// Sandbox limits.
@@ -52,6 +60,8 @@ impl LocalJob {
             split_size: protocol::job::DEFAULT_SPLIT_SIZE,
             format: InputFormat::Lines,
             combine: true,
+            combine_buffer: None,
+            partitioner: PartitionBy::Hash,
             args: Vec::new(),
             limits: Limits::default(),
             output,
@@ -126,12 +136,23 @@ pub fn run_local(
         .context("creating the work directory")?;
 
     let mut counters = Counters::default();
+    let partitioner = match job.partitioner {
+        PartitionBy::Hash => Partitioner::Hash,
+        PartitionBy::Range => {
+            if job.format != InputFormat::Lines {
+                bail!("range partitioning samples the input's lines: it needs the lines format");
+            }
+            sample_partitioner(&job.inputs, &files, job.reducers)?
+        }
+    };
     let settings = MapSettings {
         reducers: job.reducers,
         combine: job.combine,
         limits: job.limits,
         args: job.args.clone(),
         sort_buffer: job.sort_buffer,
+        combine_buffer: combine_buffer(job.combine_buffer, &job.limits),
+        partitioner: Arc::new(partitioner),
     };
     let splits = plan_splits(&files, job.split_size, job.format);
     let mut map_outputs: Vec<(PathBuf, MapOutputIndex)> = Vec::with_capacity(splits.len());
@@ -204,9 +225,27 @@ pub fn run_local(
     })
 }
 
-/// `part-r-00003`.
-pub fn part_name(partition: u32) -> String {
-    format!("part-r-{partition:05}")
+pub use protocol::part_name;
+
+/// A range partitioner with split points sampled from the input's lines.
+fn sample_partitioner(
+    paths: &[PathBuf],
+    files: &[InputFile],
+    reducers: u32,
+) -> anyhow::Result<Partitioner> {
+    use std::io::Read;
+    let sizes: Vec<u64> = files.iter().map(|f| f.size).collect();
+    let mut sample = Vec::new();
+    let mut chunk = Vec::new();
+    for (i, offset, len) in protocol::sample_ranges(&sizes, SAMPLE_CHUNKS, SAMPLE_CHUNK_BYTES) {
+        let mut file =
+            File::open(&paths[i]).with_context(|| format!("sampling {}", paths[i].display()))?;
+        file.seek(SeekFrom::Start(offset))?;
+        chunk.clear();
+        file.take(len).read_to_end(&mut chunk)?;
+        sample.extend(protocol::sample_lines(&chunk, offset).map(<[u8]>::to_vec));
+    }
+    Ok(Partitioner::from_sample(sample, reducers))
 }
 
 /// Creates the output directory, or clears a previous Quern output in it.

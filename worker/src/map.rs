@@ -6,14 +6,16 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use protocol::counters as names;
-use protocol::{Counters, InputFormat, Limits, MapOutputIndex, ModuleKind};
+use protocol::{Counters, InputFormat, Limits, MapOutputIndex, ModuleKind, Partitioner};
 
 use crate::merge::{BoxedSource, Fill, Grouper, Merge, RecordSource};
 use crate::runfile::{self, RunWriter};
 use crate::runtime::{
-    CommandSpec, Guest, GuestModule, LineSink, Runtime, Sink, SinkError, TaskError, TaskLogs,
+    CommandSpec, Guest, GuestModule, LineSink, PairSink, Runtime, SinkError, TaskError, TaskLogs,
+    TaskPlan,
 };
 use crate::sort::SortBuffer;
 
@@ -23,6 +25,17 @@ const MAP_BATCH_BYTES: usize = 256 << 10;
 const COMBINE_BATCH_BYTES: usize = 256 << 10;
 /// Default sort buffer: 64 MiB.
 pub const DEFAULT_SORT_BUFFER: usize = 64 << 20;
+/// Default bytes a guest may hold back to combine them: 32 MiB (and at
+/// most a quarter of its memory limit).
+pub const DEFAULT_COMBINE_BUFFER: u64 = 32 << 20;
+
+/// The combine buffer a guest gets: the job's setting, or the default,
+/// never more than a quarter of its memory limit.
+pub fn combine_buffer(setting: Option<u64>, limits: &Limits) -> u64 {
+    setting
+        .unwrap_or(DEFAULT_COMBINE_BUFFER)
+        .min((limits.memory_mib << 20) / 4)
+}
 
 /// How to run one map task.
 #[derive(Debug, Clone)]
@@ -37,6 +50,28 @@ pub struct MapSettings {
     pub args: Vec<(String, String)>,
     /// Bytes of pairs held before a sorted run is spilled to disk.
     pub sort_buffer: usize,
+    /// Bytes of pairs the guest may hold back to combine them itself
+    /// (in-mapper combining); see [`combine_buffer`].
+    pub combine_buffer: u64,
+    /// How keys are assigned to partitions.
+    pub partitioner: Arc<Partitioner>,
+}
+
+impl MapSettings {
+    /// `reducers` hash partitions, combining on, the default limits and
+    /// buffers, no arguments.
+    pub fn new(reducers: u32) -> Self {
+        let limits = Limits::default();
+        MapSettings {
+            reducers,
+            combine: true,
+            limits,
+            args: Vec::new(),
+            sort_buffer: DEFAULT_SORT_BUFFER,
+            combine_buffer: combine_buffer(None, &limits),
+            partitioner: Arc::new(Partitioner::Hash),
+        }
+    }
 }
 
 /// One map task's input.
@@ -76,7 +111,24 @@ pub(crate) struct MapCollector {
 }
 
 impl MapCollector {
-    pub(crate) fn accept(&mut self, key: &[u8], value: &[u8]) -> Result<(), SinkError> {
+    fn new(settings: &MapSettings, hard_limit: usize, spill_dir: &Path) -> Self {
+        MapCollector {
+            buffer: SortBuffer::with_partitioner(settings.reducers, settings.partitioner.clone()),
+            hard_limit,
+            spill_dir: spill_dir.to_path_buf(),
+            spills: Vec::new(),
+            emitted: 0,
+        }
+    }
+
+    fn next_spill_path(&self) -> PathBuf {
+        self.spill_dir
+            .join(format!("spill-{:05}.run", self.spills.len()))
+    }
+}
+
+impl PairSink for MapCollector {
+    fn accept(&mut self, key: &[u8], value: &[u8]) -> Result<(), SinkError> {
         self.buffer.push(key, value);
         self.emitted += 1;
         if self.buffer.bytes() > self.hard_limit {
@@ -90,16 +142,11 @@ impl MapCollector {
         }
         Ok(())
     }
-
-    fn next_spill_path(&self) -> PathBuf {
-        self.spill_dir
-            .join(format!("spill-{:05}.run", self.spills.len()))
-    }
 }
 
 fn write_sorted(buffer: &SortBuffer, path: &Path) -> io::Result<MapOutputIndex> {
     let mut writer = runfile::create(path)?;
-    let reducers = buffer_reducers(buffer);
+    let reducers = buffer.reducers();
     for p in 0..reducers {
         writer.start_partition();
         let mut cursor = buffer.partition(p);
@@ -113,23 +160,20 @@ fn write_sorted(buffer: &SortBuffer, path: &Path) -> io::Result<MapOutputIndex> 
     Ok(index)
 }
 
-fn buffer_reducers(buffer: &SortBuffer) -> u32 {
-    buffer.reducers()
-}
-
 /// Where `combine` output goes: straight into a run, checked to stay in
 /// the partition and in key order.
 pub(crate) struct CombineSink {
     writer: RunWriter<BufWriter<File>>,
     partition: u32,
     reducers: u32,
+    partitioner: Arc<Partitioner>,
     last_key: Vec<u8>,
     records: u64,
 }
 
-impl CombineSink {
-    pub(crate) fn accept(&mut self, key: &[u8], value: &[u8]) -> Result<(), SinkError> {
-        if protocol::partition_for(key, self.reducers) != self.partition
+impl PairSink for CombineSink {
+    fn accept(&mut self, key: &[u8], value: &[u8]) -> Result<(), SinkError> {
+        if self.partitioner.partition(key, self.reducers) != self.partition
             || key < self.last_key.as_slice()
         {
             return Err(SinkError::BadOutput(format!(
@@ -152,6 +196,7 @@ impl CombineSink {
 fn write_run<'s>(
     combiner: Option<&mut Guest>,
     reducers: u32,
+    partitioner: &Arc<Partitioner>,
     path: &Path,
     counters: &mut Counters,
     mut source_for: impl FnMut(u32) -> io::Result<Box<dyn RecordSource + 's>>,
@@ -163,10 +208,11 @@ fn write_run<'s>(
         writer.start_partition();
         let mut source = source_for(partition)?;
         if let Some(guest) = combiner.as_deref_mut() {
-            guest.state().sink = Sink::Combine(Box::new(CombineSink {
+            guest.set_sink(Box::new(CombineSink {
                 writer,
                 partition,
                 reducers,
+                partitioner: partitioner.clone(),
                 last_key: Vec::new(),
                 records: 0,
             }));
@@ -182,10 +228,9 @@ fn write_run<'s>(
                     }
                 }
             })();
-            let Sink::Combine(sink) = std::mem::replace(&mut guest.state().sink, Sink::Closed)
-            else {
-                unreachable!("the combine sink stays in place during combine");
-            };
+            let sink = guest
+                .take_sink::<CombineSink>()
+                .expect("the combine sink stays in place during combine");
             result?;
             counters.add(names::COMBINE_INPUT_RECORDS, grouper.records as i64);
             counters.add(names::COMBINE_OUTPUT_RECORDS, sink.records as i64);
@@ -230,7 +275,8 @@ pub fn run_map<R: Read>(
         return map_streaming(runtime, module, settings, input, work_dir, output);
     }
     let mut counters = Counters::default();
-    let mut guest = match runtime.instantiate(module, &settings.limits, &settings.args) {
+    let plan = TaskPlan::map(settings.combine, settings.combine_buffer);
+    let mut guest = match runtime.instantiate(module, &plan, &settings.limits, &settings.args) {
         Ok(guest) => guest,
         Err(err) => {
             return TaskReport {
@@ -258,15 +304,12 @@ fn map_with<R: Read>(
     counters: &mut Counters,
 ) -> Result<MapOutputIndex, TaskError> {
     let combine = settings.combine && guest.has_combine();
-    let reducers = settings.reducers;
     let budget = settings.sort_buffer.max(1 << 20);
-    guest.state().sink = Sink::Map(Box::new(MapCollector {
-        buffer: SortBuffer::new(reducers),
-        hard_limit: budget.saturating_mul(2),
-        spill_dir: work_dir.to_path_buf(),
-        spills: Vec::new(),
-        emitted: 0,
-    }));
+    guest.set_sink(Box::new(MapCollector::new(
+        settings,
+        budget.saturating_mul(2),
+        work_dir,
+    )));
 
     // Records are packed into batches; a failed guest call stops the read.
     let mut batch = Vec::with_capacity(MAP_BATCH_BYTES + 4096);
@@ -279,7 +322,7 @@ fn map_with<R: Read>(
         }
         guest.map(&file_name, input.format, batch)?;
         batch.clear();
-        spill_if_over_budget(guest, combine, reducers, budget, counters)
+        spill_if_over_budget(guest, combine, budget, counters)
     };
     let read = crate::input::for_each_record(
         input.reader,
@@ -289,8 +332,7 @@ fn map_with<R: Read>(
         input.end,
         |key, value| {
             records += 1;
-            put(&mut batch, key);
-            put(&mut batch, value);
+            batch::put_pair(&mut batch, key, value);
             if batch.len() >= MAP_BATCH_BYTES
                 && let Err(err) = flush(guest, &mut batch)
             {
@@ -309,12 +351,13 @@ fn map_with<R: Read>(
         )
     })?;
     flush(guest, &mut batch)?;
+    guest.finish()?;
     counters.add(names::MAP_INPUT_RECORDS, records as i64);
     counters.add(names::MAP_INPUT_BYTES, input_bytes as i64);
 
-    let Sink::Map(collector) = std::mem::replace(&mut guest.state().sink, Sink::Closed) else {
-        unreachable!("the map sink stays in place during map");
-    };
+    let collector = guest
+        .take_sink::<MapCollector>()
+        .expect("the map sink stays in place during map");
     let combiner = if combine { Some(guest) } else { None };
     write_map_output(combiner, *collector, output, counters)
 }
@@ -328,12 +371,13 @@ fn write_map_output(
     counters: &mut Counters,
 ) -> Result<MapOutputIndex, TaskError> {
     let reducers = collector.buffer.reducers();
+    let partitioner = collector.buffer.partitioner().clone();
     counters.add(names::MAP_OUTPUT_RECORDS, collector.emitted as i64);
     let tmp = output.with_extension("tmp");
     let index = if collector.spills.is_empty() {
         collector.buffer.sort();
         let buffer = &collector.buffer;
-        write_run(combiner, reducers, &tmp, counters, |p| {
+        write_run(combiner, reducers, &partitioner, &tmp, counters, |p| {
             Ok(Box::new(buffer.partition(p)))
         })?
     } else {
@@ -342,7 +386,7 @@ fn write_map_output(
         }
         counters.add(names::SPILLED_RUNS, collector.spills.len() as i64);
         let spills = std::mem::take(&mut collector.spills);
-        let index = write_run(combiner, reducers, &tmp, counters, |p| {
+        let index = write_run(combiner, reducers, &partitioner, &tmp, counters, |p| {
             let sources = spills
                 .iter()
                 .map(|(path, index)| {
@@ -369,20 +413,21 @@ fn write_map_output(
 fn spill_if_over_budget(
     guest: &mut Guest,
     combine: bool,
-    _reducers: u32,
     budget: usize,
     counters: &mut Counters,
 ) -> Result<(), TaskError> {
-    let over = matches!(&guest.state().sink, Sink::Map(c) if c.buffer.bytes() >= budget);
+    let over = guest
+        .sink_mut::<MapCollector>()
+        .is_some_and(|c| c.buffer.bytes() >= budget);
     if !over {
         return Ok(());
     }
-    let Sink::Map(mut collector) = std::mem::replace(&mut guest.state().sink, Sink::Closed) else {
-        unreachable!();
-    };
+    let mut collector = guest
+        .take_sink::<MapCollector>()
+        .expect("the map sink stays in place during map");
     let combiner = if combine { Some(&mut *guest) } else { None };
     let result = spill(combiner, &mut collector, counters);
-    guest.state().sink = Sink::Map(collector);
+    guest.set_sink(collector);
     result
 }
 
@@ -395,18 +440,14 @@ fn spill(
     let path = collector.next_spill_path();
     collector.buffer.sort();
     let reducers = collector.buffer.reducers();
+    let partitioner = collector.buffer.partitioner().clone();
     let buffer = &collector.buffer;
-    let index = write_run(combiner, reducers, &path, counters, |p| {
+    let index = write_run(combiner, reducers, &partitioner, &path, counters, |p| {
         Ok(Box::new(buffer.partition(p)))
     })?;
     collector.buffer.clear();
     collector.spills.push((path, index));
     Ok(())
-}
-
-fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
-    buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-    buf.extend_from_slice(bytes);
 }
 
 /// Streaming-mode map output: `key<TAB>value` lines into the collector.
@@ -449,14 +490,8 @@ fn map_streaming<R: Read>(
     output: &Path,
 ) -> TaskReport<MapOutputIndex> {
     let mut counters = Counters::default();
-    let collector = MapCollector {
-        buffer: SortBuffer::new(settings.reducers),
-        // No combiner runs here, so the buffer spills as soon as it is full.
-        hard_limit: settings.sort_buffer.max(1 << 20),
-        spill_dir: work_dir.to_path_buf(),
-        spills: Vec::new(),
-        emitted: 0,
-    };
+    // No combiner runs here, so the buffer spills as soon as it is full.
+    let collector = MapCollector::new(settings, settings.sort_buffer.max(1 << 20), work_dir);
     let spec = CommandSpec {
         phase: "map",
         args: &settings.args,

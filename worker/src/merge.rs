@@ -161,9 +161,12 @@ pub struct Grouper<S> {
     pub groups: u64,
 }
 
-fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
-    buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-    buf.extend_from_slice(bytes);
+use batch::put;
+
+impl<S: RecordSource + Send + 'static> crate::runtime::ValueSource for Grouper<S> {
+    fn next_values(&mut self, out: &mut Vec<u8>, max_bytes: usize) -> io::Result<()> {
+        Grouper::next_values(self, out, max_bytes)
+    }
 }
 
 impl<S: RecordSource> Grouper<S> {
@@ -294,20 +297,13 @@ pub(crate) mod tests {
     }
 
     fn decode_groups(batch: &[u8]) -> Vec<(String, Vec<String>)> {
-        let mut pos = 0;
-        let field = |pos: &mut usize| {
-            let len = u32::from_le_bytes(batch[*pos..*pos + 4].try_into().unwrap()) as usize;
-            *pos += 4;
-            let s = String::from_utf8(batch[*pos..*pos + len].to_vec()).unwrap();
-            *pos += len;
-            s
-        };
+        let mut reader = batch::Reader::new(batch);
+        let text = |field: &[u8]| String::from_utf8(field.to_vec()).unwrap();
         let mut groups = Vec::new();
-        while pos < batch.len() {
-            let key = field(&mut pos);
-            let count = u32::from_le_bytes(batch[pos..pos + 4].try_into().unwrap());
-            pos += 4;
-            let values = (0..count).map(|_| field(&mut pos)).collect();
+        while !reader.is_empty() {
+            let key = text(reader.field().unwrap());
+            let count = reader.u32().unwrap();
+            let values = (0..count).map(|_| text(reader.field().unwrap())).collect();
             groups.push((key, values));
         }
         groups

@@ -13,7 +13,8 @@ use protocol::{Counters, Limits, ModuleKind};
 use crate::map::TaskReport;
 use crate::merge::{BoxedSource, Fill, Grouper, Merge, RecordSource};
 use crate::runtime::{
-    CommandSpec, Guest, GuestModule, LineSink, Runtime, Sink, SinkError, TaskError, TaskLogs,
+    CommandSpec, Guest, GuestModule, LineSink, PairSink, Runtime, SinkError, SourceError,
+    TaskError, TaskLogs, TaskPlan,
 };
 
 /// Group-batch bytes per `reduce` call; a key with more values than fit
@@ -40,7 +41,7 @@ pub struct ReduceOutput {
     pub bytes: u64,
 }
 
-/// Output lines `key SEP value\n`.
+/// Output lines `key SEP value\n`, or `key\n` when the value is empty.
 pub(crate) struct OutputWriter {
     out: BufWriter<File>,
     separator: Vec<u8>,
@@ -48,17 +49,23 @@ pub(crate) struct OutputWriter {
     bytes: u64,
 }
 
-impl OutputWriter {
-    pub(crate) fn accept(&mut self, key: &[u8], value: &[u8]) -> Result<(), SinkError> {
+impl PairSink for OutputWriter {
+    fn accept(&mut self, key: &[u8], value: &[u8]) -> Result<(), SinkError> {
         self.out.write_all(key)?;
-        self.out.write_all(&self.separator)?;
-        self.out.write_all(value)?;
+        let mut bytes = key.len() + 1;
+        if !value.is_empty() {
+            self.out.write_all(&self.separator)?;
+            self.out.write_all(value)?;
+            bytes += self.separator.len() + value.len();
+        }
         self.out.write_all(b"\n")?;
         self.records += 1;
-        self.bytes += (key.len() + self.separator.len() + value.len() + 1) as u64;
+        self.bytes += bytes as u64;
         Ok(())
     }
+}
 
+impl OutputWriter {
     /// A streaming-mode output line, copied as it is.
     fn accept_line(&mut self, line: &[u8]) -> io::Result<()> {
         self.out.write_all(line)?;
@@ -77,22 +84,6 @@ impl OutputWriter {
         })
     }
 }
-
-/// An error from segment `index`, so the failure names the map task whose
-/// output must be produced again.
-#[derive(Debug)]
-struct SourceError {
-    index: usize,
-    inner: io::Error,
-}
-
-impl std::fmt::Display for SourceError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.inner)
-    }
-}
-
-impl std::error::Error for SourceError {}
 
 /// Tags a segment's I/O errors with its index.
 struct Tagged<S> {
@@ -120,15 +111,10 @@ impl<S: RecordSource> RecordSource for Tagged<S> {
     }
 }
 
-/// The task error for an I/O error met while merging.
+/// The task error for an I/O error met while merging: an error tagged with
+/// its segment names the map task whose output must be produced again.
 pub(crate) fn merge_error(err: io::Error) -> TaskError {
-    if let Some(source) = err.get_ref().and_then(|e| e.downcast_ref::<SourceError>()) {
-        return TaskError::FetchFailed {
-            source_index: source.index,
-            message: source.inner.to_string(),
-        };
-    }
-    TaskError::Host(anyhow::Error::from(err).context("reduce input"))
+    crate::runtime::io_task_error(err)
 }
 
 /// Runs one reduce task attempt over `segments` (one sorted stream per map
@@ -144,7 +130,8 @@ pub fn run_reduce(
         return reduce_streaming(runtime, module, settings, segments, tmp_output);
     }
     let mut counters = Counters::default();
-    let mut guest = match runtime.instantiate(module, &settings.limits, &settings.args) {
+    let plan = TaskPlan::reduce();
+    let mut guest = match runtime.instantiate(module, &plan, &settings.limits, &settings.args) {
         Ok(guest) => guest,
         Err(err) => {
             return TaskReport {
@@ -193,16 +180,13 @@ fn reduce_with(
 ) -> Result<ReduceOutput, TaskError> {
     let merge = merged(segments);
     let writer = OutputWriter::create(tmp_output, &settings.separator)?;
-    let state = guest.state();
-    state.values = Some(Grouper::new(merge));
-    state.sink = Sink::Reduce(Box::new(writer));
+    guest.set_values(Box::new(Grouper::new(merge)));
+    guest.set_sink(Box::new(writer));
 
     let mut batch = Vec::with_capacity(REDUCE_BATCH_BYTES + 4096);
     let result = (|| loop {
         let grouper = guest
-            .state()
-            .values
-            .as_mut()
+            .values_mut::<Grouper<BoxedSource>>()
             .expect("reduce input in place");
         let fill = grouper
             .fill(&mut batch, REDUCE_BATCH_BYTES, true)
@@ -211,24 +195,23 @@ fn reduce_with(
             guest.reduce(&batch, fill != Fill::Partial)?;
         }
         match fill {
-            Fill::End => return Ok::<_, TaskError>(()),
+            Fill::End => return guest.finish(),
             Fill::Full => {}
             Fill::Partial => {
                 let grouper = guest
-                    .state()
-                    .values
-                    .as_mut()
+                    .values_mut::<Grouper<BoxedSource>>()
                     .expect("reduce input in place");
                 grouper.skip_rest_of_group().map_err(merge_error)?;
             }
         }
     })();
 
-    let state = guest.state();
-    let grouper = state.values.take().expect("reduce input in place");
-    let Sink::Reduce(writer) = std::mem::replace(&mut state.sink, Sink::Closed) else {
-        unreachable!("the reduce sink stays in place during reduce");
-    };
+    let grouper = guest
+        .take_values::<Grouper<BoxedSource>>()
+        .expect("reduce input in place");
+    let writer = guest
+        .take_sink::<OutputWriter>()
+        .expect("the reduce sink stays in place during reduce");
     counters.add(names::REDUCE_INPUT_RECORDS, grouper.records as i64);
     counters.add(names::REDUCE_INPUT_GROUPS, grouper.groups as i64);
     result?;

@@ -5,6 +5,9 @@
 //! most 8 bytes, so most comparisons never touch the arena.
 
 use std::io;
+use std::sync::Arc;
+
+use protocol::Partitioner;
 
 use crate::merge::RecordSource;
 
@@ -35,16 +38,23 @@ fn prefix_of(key: &[u8]) -> u64 {
 /// Partitioned pairs awaiting a sort.
 pub struct SortBuffer {
     reducers: u32,
+    partitioner: Arc<Partitioner>,
     arena: Vec<u8>,
     entries: Vec<Entry>,
     sorted: bool,
 }
 
 impl SortBuffer {
-    /// An empty buffer for `reducers` partitions.
+    /// An empty buffer for `reducers` partitions by hash.
     pub fn new(reducers: u32) -> Self {
+        Self::with_partitioner(reducers, Arc::new(Partitioner::Hash))
+    }
+
+    /// An empty buffer for `reducers` partitions assigned by `partitioner`.
+    pub fn with_partitioner(reducers: u32, partitioner: Arc<Partitioner>) -> Self {
         SortBuffer {
             reducers,
+            partitioner,
             arena: Vec::new(),
             entries: Vec::new(),
             sorted: true,
@@ -53,7 +63,7 @@ impl SortBuffer {
 
     /// Adds a pair to its partition.
     pub fn push(&mut self, key: &[u8], value: &[u8]) {
-        let partition = protocol::partition_for(key, self.reducers);
+        let partition = self.partitioner.partition(key, self.reducers);
         self.push_to(partition, key, value);
     }
 
@@ -77,6 +87,11 @@ impl SortBuffer {
     /// Number of partitions.
     pub fn reducers(&self) -> u32 {
         self.reducers
+    }
+
+    /// How keys are assigned to partitions.
+    pub fn partitioner(&self) -> &Arc<Partitioner> {
+        &self.partitioner
     }
 
     /// Memory held, in bytes.

@@ -6,6 +6,15 @@
  *   map:     (offset, line)   -> (word, "1") for every word of the line
  *   combine: (word, counts)   -> (word, sum)  on the map side
  *   reduce:  (word, counts)   -> (word, sum)  one output line "word<TAB>sum"
+ *   finish:  the end of a task: map emits the counts it still holds
+ *
+ * In-mapper combining: when init says the task is a map task of a job that
+ * combines (task-info: phase map, combine true, buffer-bytes > 0), map does
+ * not emit (word, "1") per occurrence but counts the words in a hash table,
+ * and emits (word, count) for every word of the table when the table takes
+ * more than buffer-bytes (roughly: each word's bytes plus SLOT_OVERHEAD)
+ * and from finish. When combine is false, map emits (word, "1") per word,
+ * as the contract asks. The host may still run combine on what map emits.
  *
  * Words are maximal runs of letters. The Rust guest splits
  * String::from_utf8_lossy(line) on !char::is_alphabetic(); here the line is
@@ -47,9 +56,14 @@
 
 static const char MALFORMED[] = "malformed batch from the host";
 
-/* ---- arguments -------------------------------------------------------- */
+/* ---- arguments and task ----------------------------------------------- */
 
 static uint64_t min_count = 1;
+
+/* Whether map holds its counts back in the table (init: a map task of a job
+ * that combines), and the bytes the table may take before it is emitted. */
+static bool holding;
+static uint64_t budget;
 
 /* ---- output: a pair batch being filled -------------------------------- */
 
@@ -89,6 +103,17 @@ static void emit(const uint8_t *key, size_t key_len, const uint8_t *value, size_
     put_field(key, key_len);
     put_field(value, value_len);
     if (pending_len >= EMIT_FLUSH_BYTES) flush_pairs();
+}
+
+/* Emits (key, n in decimal). */
+static void emit_count(const uint8_t *key, size_t key_len, uint64_t n) {
+    char digits[20];
+    size_t at = sizeof digits;
+    do {
+        digits[--at] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n > 0);
+    emit(key, key_len, (const uint8_t *)digits + at, sizeof digits - at);
 }
 
 /* ---- counters --------------------------------------------------------- */
@@ -188,9 +213,112 @@ static bool is_letter(uint32_t cp) {
     return iswalpha((wint_t)cp) != 0;
 }
 
-/* Emits (word, "1") for every word of the line. */
-static void map_line(const uint8_t *line, size_t len) {
+/* ---- in-mapper combining: word -> count ------------------------------- */
+
+/* Bytes counted per word of the table on top of the word's own, roughly
+ * what it costs: its share of the slots (4/3 to 8/3 of a 24-byte slot, see
+ * grow_table) and the allocation of its copy. */
+#define SLOT_OVERHEAD 64
+
+typedef struct {
+    uint8_t *word; /* a copy, malloc'd; NULL for a free slot */
+    size_t len;
+    uint64_t count;
+    uint32_t hash;
+} slot_t;
+
+/* Open addressing with linear probing; the capacity is a power of two and
+ * at most three quarters of the slots are taken. */
+static slot_t *slots;
+static size_t slots_cap, slots_used;
+static uint64_t table_bytes; /* the words' bytes + SLOT_OVERHEAD each */
+
+/* FNV-1a. The table holds one task's own words: no adversary to resist. */
+static uint32_t hash_bytes(const uint8_t *s, size_t n) {
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 16777619u;
+    return h;
+}
+
+/* The slot of (word, hash): the one holding it, or the free one where it
+ * goes. */
+static slot_t *find_slot(slot_t *table, size_t cap, const uint8_t *word, size_t len,
+                         uint32_t hash) {
+    size_t mask = cap - 1;
+    for (size_t i = hash & mask;; i = (i + 1) & mask) {
+        slot_t *s = &table[i];
+        if (s->word == NULL ||
+            (s->hash == hash && s->len == len && memcmp(s->word, word, len) == 0)) {
+            return s;
+        }
+    }
+}
+
+/* Doubles the number of slots (1024 to begin with), moving the words over. */
+static void grow_table(void) {
+    size_t cap = slots_cap ? 2 * slots_cap : 1024;
+    slot_t *table = calloc(cap, sizeof *table);
+    if (table == NULL) abort();
+    for (size_t i = 0; i < slots_cap; i++) {
+        slot_t *old = &slots[i];
+        if (old->word != NULL) *find_slot(table, cap, old->word, old->len, old->hash) = *old;
+    }
+    free(slots);
+    slots = table;
+    slots_cap = cap;
+}
+
+/* Emits (word, count) for every word of the table and empties it (keeping
+ * its slots for the words to come). */
+static void emit_table(void) {
+    for (size_t i = 0; slots_used > 0 && i < slots_cap; i++) {
+        slot_t *s = &slots[i];
+        if (s->word == NULL) continue;
+        emit_count(s->word, s->len, s->count);
+        free(s->word);
+        *s = (slot_t){0};
+        slots_used--;
+    }
+    table_bytes = 0;
+}
+
+/* Adds one occurrence of the word to the table; emits the whole table when
+ * that takes it over budget. */
+static void count_word(const uint8_t *word, size_t len) {
+    if ((slots_used + 1) * 4 > slots_cap * 3) grow_table();
+    uint32_t hash = hash_bytes(word, len);
+    slot_t *s = find_slot(slots, slots_cap, word, len, hash);
+    if (s->word != NULL) {
+        s->count++;
+        return;
+    }
+    s->word = malloc(len);
+    if (s->word == NULL) abort();
+    memcpy(s->word, word, len);
+    s->len = len;
+    s->count = 1;
+    s->hash = hash;
+    slots_used++;
+    table_bytes += len + SLOT_OVERHEAD;
+    if (table_bytes > budget) emit_table();
+}
+
+/* ---- map -------------------------------------------------------------- */
+
+/* One word of the input: into the table when map holds its counts back,
+ * else out at once as (word, "1"). */
+static void map_word(const uint8_t *word, size_t len) {
     static const uint8_t one[] = {'1'};
+    words_seen++;
+    if (holding) {
+        count_word(word, len);
+    } else {
+        emit(word, len, one, 1);
+    }
+}
+
+/* Maps every word of the line. */
+static void map_line(const uint8_t *line, size_t len) {
     size_t pos = 0, start = 0;
     bool in_word = false;
     while (pos < len) {
@@ -203,15 +331,11 @@ static void map_line(const uint8_t *line, size_t len) {
             start = pos;
         } else if (!letter && in_word) {
             in_word = false;
-            emit(line + start, pos - start, one, 1);
-            words_seen++;
+            map_word(line + start, pos - start);
         }
         pos += n;
     }
-    if (in_word) {
-        emit(line + start, pos - start, one, 1);
-        words_seen++;
-    }
+    if (in_word) map_word(line + start, pos - start);
 }
 
 /* ---- counts ----------------------------------------------------------- */
@@ -281,13 +405,7 @@ static bool sum_groups(const job_list_u8_t *groups, bool last_complete, bool red
         if (!sum_values(&r, count, &total, err)) return false;
         if (r.at == r.end && !last_complete && !sum_next_values(&total, err)) return false;
         if (reducing && total < min_count) continue;
-        char digits[20];
-        size_t at = sizeof digits;
-        do {
-            digits[--at] = (char)('0' + total % 10);
-            total /= 10;
-        } while (total > 0);
-        emit(key, key_len, (const uint8_t *)digits + at, sizeof digits - at);
+        emit_count(key, key_len, total);
     }
     return true;
 }
@@ -298,8 +416,12 @@ static bool has_name(const job_string_t *s, const char *name) {
     return s->len == strlen(name) && memcmp(s->ptr, name, s->len) == 0;
 }
 
-bool exports_job_init(job_list_tuple2_string_string_t *args, job_guest_info_t *ret,
-                      job_string_t *err) {
+bool exports_job_init(job_task_info_t *task, job_list_tuple2_string_string_t *args,
+                      job_guest_info_t *ret, job_string_t *err) {
+    /* Hold the counts back only in a map task of a job that combines: with
+     * combine false (--no-combine) the guest must not combine either. */
+    holding = task->phase == JOB_PHASE_MAP && task->combine && task->buffer_bytes > 0;
+    budget = task->buffer_bytes;
     bool ok = true;
     for (size_t i = 0; ok && i < args->len; i++) {
         const job_string_t *name = &args->ptr[i].f0, *value = &args->ptr[i].f1;
@@ -344,6 +466,15 @@ bool exports_job_map(job_input_info_t *input, job_list_u8_t *records, job_string
     job_input_info_free(input);
     job_list_u8_free(records);
     return ok;
+}
+
+bool exports_job_finish(job_string_t *err) {
+    (void)err;
+    /* A map task emits the counts it still holds; a reduce task has nothing
+     * left (each group was written when it was reduced). */
+    if (holding) emit_table();
+    flush();
+    return true;
 }
 
 bool exports_job_reduce(job_list_u8_t *groups, bool last_complete, job_string_t *err) {

@@ -4,13 +4,22 @@
 // word with the number of times it occurs. `map` emits (word, "1") per
 // occurrence, `combine` and `reduce` emit (word, decimal sum of the values).
 //
+// In-mapper combining: when `init` says the task is a map task of a job
+// that combines (`task.phase` 'map', `task.combine` true, `task.bufferBytes`
+// > 0), `map` does not emit (word, "1") per occurrence but counts the words
+// in a Map, and emits (word, count) for every word of it when the Map takes
+// more than `bufferBytes` (roughly: each word's length plus SLOT_OVERHEAD)
+// and from `finish`, at the end of the task. When `combine` is false `map`
+// emits (word, "1") per word, as the contract asks. The host may still run
+// `combine` on what `map` emits.
+//
 // Built into a component with componentize-js against the world `job` of
 // guest-sdk/wit (see ./build). The exports of the world are this module's
 // exported functions; the interface `host` is imported by its WIT name.
 // Keys and values are bytes (`list<u8>` arrives as a Uint8Array); a
 // `result<_, string>` export returns normally for `ok` and throws for `err`.
 
-import { emit, nextValues, addCounters } from 'quern:job/host@0.1.0';
+import { emit, nextValues, addCounters } from 'quern:job/host@0.2.0';
 import { ALPHABETIC } from './alphabetic.js';
 
 // Letters: the Rust guest splits the lossily decoded UTF-8 text on
@@ -67,8 +76,11 @@ function utf8Length(s) {
   return n;
 }
 
-/** Pair batch bytes of (word, "1") for each word. */
-function encodeOnes(words, ascii) {
+/**
+ * Pair batch bytes of (words[i], counts[i]) for each word, or of
+ * (words[i], "1") when `counts` is null. `ascii`: every word is ASCII.
+ */
+function encodePairs(words, counts, ascii) {
   const chunks = [];
   let text = '';
   // An indexed loop: `for (const word of words)` goes through the iterator
@@ -76,24 +88,78 @@ function encodeOnes(words, ascii) {
   for (let i = 0; i < words.length; i++) {
     const word = words[i];
     const len = ascii ? word.length : utf8Length(word);
+    // The value field: a count's decimal digits are few and ASCII.
+    let value = ONE_FIELD;
+    if (counts !== null) {
+      const digits = String(counts[i]);
+      value = LENGTH_PREFIX[digits.length] + digits;
+    }
     if (len < 128) {
-      text += LENGTH_PREFIX[len] + word + ONE_FIELD;
+      text += LENGTH_PREFIX[len] + word + value;
       continue;
     }
     // A long word: its length needs bytes above 0x7f.
     if (text) chunks.push(encoder.encode(text));
     text = '';
     const bytes = encoder.encode(word);
-    const pair = new Uint8Array(4 + bytes.length + 5);
-    const dv = view(pair);
-    dv.setUint32(0, bytes.length, true);
+    const tail = encoder.encode(value);
+    const pair = new Uint8Array(4 + bytes.length + tail.length);
+    view(pair).setUint32(0, bytes.length, true);
     pair.set(bytes, 4);
-    dv.setUint32(4 + bytes.length, 1, true);
-    pair[8 + bytes.length] = 0x31;
+    pair.set(tail, 4 + bytes.length);
     chunks.push(pair);
   }
   if (text) chunks.push(encoder.encode(text));
   return concat(chunks);
+}
+
+// In-mapper combining (see `init`): word -> count while the task's map holds
+// its counts back, else null. The module lives as long as the task.
+let held = null;
+// Whether every held word is ASCII (their UTF-8 length is their length).
+let heldAscii = true;
+// Bytes the held words take, roughly: each word's length plus
+// SLOT_OVERHEAD (the Map entry, the string and the count).
+let heldBytes = 0;
+const SLOT_OVERHEAD = 64;
+// `task.bufferBytes`: how much `held` may take before it is emitted.
+let budget = 0;
+// The held counts go to the host in pair batches of this many pairs.
+const EMIT_PAIRS = 4096;
+
+/** Counts the words in `held`; emits it all whenever over budget. */
+function hold(words, ascii) {
+  if (!ascii) heldAscii = false;
+  for (let i = 0; i < words.length; i++) {
+    const word = words[i];
+    const count = held.get(word);
+    if (count !== undefined) {
+      held.set(word, count + 1);
+      continue;
+    }
+    held.set(word, 1);
+    heldBytes += word.length + SLOT_OVERHEAD;
+    if (heldBytes > budget) emitHeld();
+  }
+}
+
+/** Emits (word, count) for every held word and empties `held`. */
+function emitHeld() {
+  const words = [];
+  const counts = [];
+  held.forEach((count, word) => {
+    words.push(word);
+    counts.push(count);
+    if (words.length === EMIT_PAIRS) {
+      emit(encodePairs(words, counts, heldAscii));
+      words.length = 0;
+      counts.length = 0;
+    }
+  });
+  if (words.length > 0) emit(encodePairs(words, counts, heldAscii));
+  held.clear();
+  heldAscii = true;
+  heldBytes = 0;
 }
 
 // componentize-js turns a thrown string into `err(string)`; anything else
@@ -110,10 +176,19 @@ function guard(exported) {
   };
 }
 
-export const init = guard(function init(args) {
+export const init = guard(function init(task, args) {
+  // `task` says what the task is: `phase` ('map' or 'reduce'), `combine`
+  // (false with --no-combine) and `bufferBytes` (a BigInt: WIT's u64).
   // `args` is an array of [name, value] from `--arg name=value`; word count
-  // takes none. A job that reads arguments keeps them in a module-level
-  // variable: the module lives as long as the task (one instance per task).
+  // takes none. A job keeps what it learns here in module-level variables:
+  // the module lives as long as the task (one instance per task).
+  //
+  // Hold the counts back only in a map task of a job that combines: with
+  // `combine` false the guest must not combine either.
+  if (task.phase === 'map' && task.combine && task.bufferBytes > 0n) {
+    held = new Map();
+    budget = Number(task.bufferBytes);
+  }
   return { hasCombine: true };
 });
 
@@ -150,8 +225,17 @@ export const map = guard(function map(input, records) {
   const text = decoder.decode(joined);
   const words = text.match(WORD);
   if (words === null) return;
-  emit(encodeOnes(words, !NON_ASCII.test(text)));
+  const ascii = !NON_ASCII.test(text);
+  if (held !== null) hold(words, ascii);
+  else emit(encodePairs(words, null, ascii));
   addCounters([['words', BigInt(words.length)]]);
+});
+
+export const finish = guard(function finish() {
+  // The end of the task: a map task emits the counts it still holds; a
+  // reduce task has nothing left (each group was written when it was
+  // reduced).
+  if (held !== null && held.size > 0) emitHeld();
 });
 
 /** A u64 sum: a Number while exact, a BigInt past 2^53. */

@@ -4,6 +4,15 @@ Words are maximal runs of letters (case-sensitive); the output is each word
 with the number of times it occurs. `map` emits (word, "1") per occurrence,
 `combine` and `reduce` emit (word, decimal sum of the values).
 
+In-mapper combining: when `init` says the task is a map task of a job that
+combines (`task.phase` map, `task.combine` true, `task.buffer_bytes` > 0),
+`map` does not emit (word, "1") per occurrence but counts the words in a
+`collections.Counter`, and emits (word, count) for every word of it when the
+Counter takes more than `buffer_bytes` (roughly: each word's bytes plus
+`_SLOT_OVERHEAD`) and from `finish`, at the end of the task. When `combine` is false `map` emits
+(word, "1") per word, as the contract asks. The host may still run `combine`
+on what `map` emits.
+
 Built into a component with componentize-py against the world `job` of
 guest-sdk/wit (see ./build). The generated bindings (`wit_world`) exist only
 in the build directory.
@@ -18,12 +27,14 @@ of many scripts (e.g. Devanagari U+093E), which Rust counts as letters and
 Python does not.
 """
 
+import collections
 import functools
+import itertools
 import re
 import struct
 
 from componentize_py_types import Err
-from wit_world import GuestInfo, InputInfo
+from wit_world import GuestInfo, InputInfo, Phase, TaskInfo
 from wit_world.imports import host
 
 _U32 = struct.Struct("<I")
@@ -44,6 +55,20 @@ _WORD = re.compile(r"[^\W\d_]+")
 
 _TRUNCATED_LENGTH = "malformed batch from the host: truncated length"
 _TRUNCATED_FIELD = "malformed batch from the host: truncated field"
+
+# In-mapper combining (see `init`). componentize-py makes a new WitWorld for
+# every call, so what lasts for the task lives in module globals.
+#
+# word (bytes) -> count while the task's map holds its counts back, else None.
+_held = None
+# Bytes the held words take, roughly: each word's bytes plus _SLOT_OVERHEAD
+# (the dict slot, the bytes object and the int of the count).
+_held_bytes = 0
+_SLOT_OVERHEAD = 100
+# `task.buffer_bytes`: how much `_held` may take before it is emitted.
+_budget = 0
+# The held counts go to the host in pair batches of about this many bytes.
+_EMIT_BYTES = 64 * 1024
 
 
 def _letter_runs(text):
@@ -179,6 +204,53 @@ def _sum_groups(groups, last_complete):
     return len(out)
 
 
+def _hold(words):
+    """Counts the words in `_held`; emits it all whenever over budget."""
+    global _held_bytes
+    # Only the words not held yet add to the table's size. Finding them
+    # runs in C code (set, filterfalse) and touches only the batch's words,
+    # not the whole table.
+    new = list(itertools.filterfalse(_held.__contains__, set(words)))
+    added = sum(map(len, new)) + _SLOT_OVERHEAD * len(new)
+    if _held_bytes + added <= _budget:
+        # The common case: the whole batch fits. Counter.update counts in
+        # C code, with no Python loop per word.
+        _held.update(words)
+        _held_bytes += added
+        return
+    # The table fills up during this batch: word by word, emptying it into
+    # the host whenever a new word takes it over budget.
+    for word in words:
+        count = _held.get(word)
+        if count is not None:
+            _held[word] = count + 1
+            continue
+        _held[word] = 1
+        _held_bytes += len(word) + _SLOT_OVERHEAD
+        if _held_bytes > _budget:
+            _emit_held()
+
+
+def _emit_held():
+    """Emits (word, count) for every held word and empties `_held`."""
+    global _held_bytes
+    out = []
+    size = 0
+    for word, count in _held.items():
+        value = b"%d" % count
+        pair = _pack_u32(len(word)) + word + _pack_u32(len(value)) + value
+        out.append(pair)
+        size += len(pair)
+        if size >= _EMIT_BYTES:
+            host.emit(b"".join(out))
+            out.clear()
+            size = 0
+    if out:
+        host.emit(b"".join(out))
+    _held.clear()
+    _held_bytes = 0
+
+
 def _errors_as_err(export):
     """Turns any exception but `Err` into an `Err` naming it and where.
 
@@ -210,11 +282,19 @@ class WitWorld:
     """The exports of the world `job`; componentize-py looks for this name."""
 
     @_errors_as_err
-    def init(self, args):
-        # `args` is a list of (name, value) from `--arg name=value`; word
-        # count takes none. componentize-py makes a new WitWorld for every
-        # call, so a job that reads arguments keeps them in module globals,
-        # not on `self`; the module lives as long as the task.
+    def init(self, task: TaskInfo, args) -> GuestInfo:
+        # `task` says what the task is: `phase` (Phase.MAP or Phase.REDUCE),
+        # `combine` (false with --no-combine) and `buffer_bytes`. `args` is a
+        # list of (name, value) from `--arg name=value`; word count takes
+        # none. componentize-py makes a new WitWorld for every call, so a job
+        # keeps what it learns here in module globals, not on `self`; the
+        # module lives as long as the task.
+        global _held, _budget
+        # Hold the counts back only in a map task of a job that combines:
+        # with `combine` false the guest must not combine either.
+        if task.phase == Phase.MAP and task.combine and task.buffer_bytes > 0:
+            _held = collections.Counter()
+            _budget = task.buffer_bytes
         return GuestInfo(has_combine=True)
 
     @_errors_as_err
@@ -239,9 +319,20 @@ class WitWorld:
         words = _words(lines)
         if not words:
             return
-        # One pair batch for the whole call: u32le len, word, u32le 1, "1".
-        host.emit(b"".join([_pack_u32(len(w)) + w + _ONE_FIELD for w in words]))
+        if _held is not None:
+            _hold(words)
+        else:
+            # One pair batch for the whole call: u32le len, word, u32le 1, "1".
+            host.emit(b"".join([_pack_u32(len(w)) + w + _ONE_FIELD for w in words]))
         host.add_counters([("words", len(words))])
+
+    @_errors_as_err
+    def finish(self) -> None:
+        # The end of the task: a map task emits the counts it still holds;
+        # a reduce task has nothing left (each group was written when it was
+        # reduced).
+        if _held:
+            _emit_held()
 
     @_errors_as_err
     def combine(self, groups: bytes) -> None:

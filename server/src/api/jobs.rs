@@ -46,7 +46,7 @@ pub async fn job_info(state: &AppState, record: JobRecord) -> ApiResult<JobInfo>
         .reduce_outputs(record.id)
         .await?
         .into_iter()
-        .map(|(p, _)| worker::local::part_name(p))
+        .map(|(p, _)| protocol::part_name(p))
         .collect();
     Ok(JobInfo {
         id: record.id,
@@ -194,7 +194,7 @@ async fn outputs(
             .map_err(ApiError::internal)?
             .unwrap_or(0);
         files.push(OutputFile {
-            name: worker::local::part_name(partition),
+            name: protocol::part_name(partition),
             size,
         });
     }
@@ -211,7 +211,7 @@ async fn download(
         .reduce_outputs(record.id)
         .await?
         .into_iter()
-        .find(|(p, _)| worker::local::part_name(*p) == name)
+        .find(|(p, _)| protocol::part_name(*p) == name)
         .map(|(_, key)| key)
         .ok_or_else(|| {
             ApiError::NotFound(format!("job {} has no committed output {name}", record.id))

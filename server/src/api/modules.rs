@@ -76,14 +76,14 @@ async fn upload(
             log_bytes: 4096,
         };
         let has_combine = runtime
-            .instantiate(&module, &limits, &[])
+            .instantiate(&module, &runtime::TaskPlan::reduce(), &limits, &[])
             .map(|g| g.has_combine())
             .unwrap_or(false);
         Ok((kind, has_combine))
     })
     .await
     .map_err(ApiError::internal)??;
-    let sha256 = worker::runtime::module_id(&bytes);
+    let sha256 = runtime::module_id(&bytes);
     if state.store.get_module(&sha256).await?.is_none() {
         state
             .blobs

@@ -240,7 +240,7 @@ macro_rules! store_impl {
         /// Jobs with a task to start, the one leased least recently first
         /// (jobs take turns, so they share the workers).
         const LEASE_JOBS: &str = "SELECT j.id, CASE WHEN j.state = 'mapping' THEN 'map' ELSE 'reduce' END AS kind, \
-             j.spec, j.token \
+             j.spec, j.token, j.partitioner \
              FROM jobs j WHERE j.state IN ('mapping', 'reducing') AND EXISTS (SELECT 1 FROM tasks t \
                WHERE t.job_id = j.id AND t.state = 'idle' \
                AND t.kind = CASE WHEN j.state = 'mapping' THEN 'map' ELSE 'reduce' END) \
@@ -569,8 +569,8 @@ macro_rules! store_impl {
                 let mut tx = self.pool.begin().await?;
                 let state = if job.maps.is_empty() { JobState::Reducing } else { JobState::Mapping };
                 let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO jobs (module, spec, state, token, map_tasks, reduce_tasks, created_at, backups) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                    "INSERT INTO jobs (module, spec, state, token, map_tasks, reduce_tasks, created_at, backups, partitioner) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
                 )
                 .bind(&job.spec.module)
                 .bind(serde_json::to_string(&job.spec)?)
@@ -580,6 +580,7 @@ macro_rules! store_impl {
                 .bind(i64::from(job.spec.reducers))
                 .bind(now)
                 .bind(job.spec.backups)
+                .bind(serde_json::to_string(&job.partitioner)?)
                 .fetch_one(&mut *tx)
                 .await?;
                 for (idx, input) in job.maps.iter().enumerate() {
@@ -841,10 +842,10 @@ macro_rules! store_impl {
 
             async fn lease(&self, worker: &WorkerId, now: i64, liveness: Liveness) -> StoreResult<Option<Lease>> {
                 let mut tx = self.pool.begin().await?;
-                let jobs: Vec<(i64, String, String, String)> = sqlx::query_as(LEASE_JOBS).fetch_all(&mut *tx).await?;
+                let jobs: Vec<(i64, String, String, String, String)> = sqlx::query_as(LEASE_JOBS).fetch_all(&mut *tx).await?;
                 let mut picked: Option<(i64, i64, String, i32, String)> = None;
                 let mut job_doc = None;
-                for (job, kind, spec, token) in jobs {
+                for (job, kind, spec, token, partitioner) in jobs {
                     picked = sqlx::query_as(LEASE_CANDIDATE)
                         .bind(&worker.0)
                         .bind(now + liveness.lease_ms)
@@ -854,7 +855,7 @@ macro_rules! store_impl {
                         .fetch_optional(&mut *tx)
                         .await?;
                     if picked.is_some() {
-                        job_doc = Some((spec, token));
+                        job_doc = Some((spec, token, partitioner));
                         break;
                     }
                 }
@@ -901,16 +902,17 @@ macro_rules! store_impl {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                let (spec, token): (String, String) = match job_doc {
+                let (spec, token, partitioner): (String, String, String) = match job_doc {
                     Some(doc) => doc,
                     None => {
-                        sqlx::query_as("SELECT spec, token FROM jobs WHERE id = $1")
+                        sqlx::query_as("SELECT spec, token, partitioner FROM jobs WHERE id = $1")
                             .bind(job)
                             .fetch_one(&mut *tx)
                             .await?
                     }
                 };
                 let spec: JobSpec = serde_json::from_str(&spec)?;
+                let partitioner: Partitioner = serde_json::from_str(&partitioner)?;
                 let kind = parse::<TaskKind>(&kind)?;
                 let work = match kind {
                     TaskKind::Map => {
@@ -976,6 +978,8 @@ macro_rules! store_impl {
                     module: spec.module.clone(),
                     reducers: spec.reducers,
                     combine: spec.combine,
+                    combine_buffer: spec.combine_buffer,
+                    partitioner,
                     args: spec.args.clone(),
                     limits: spec.limits,
                     job_token: token,

@@ -98,6 +98,7 @@ async fn create_job_with(store: &Arc<dyn Store>, spec: JobSpec, maps: u32, now: 
         spec,
         maps: (0..maps).map(map_input).collect(),
         token: JOB_TOKEN.into(),
+        partitioner: protocol::Partitioner::Hash,
     };
     store.create_job(&job, now).await.unwrap()
 }

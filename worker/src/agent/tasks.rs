@@ -250,6 +250,8 @@ async fn run_map_lease(agent: &Arc<Agent>, lease: &Lease, module: Arc<GuestModul
         limits: lease.limits,
         args: lease.args.clone(),
         sort_buffer: agent.config.sort_buffer,
+        combine_buffer: crate::map::combine_buffer(lease.combine_buffer, &lease.limits),
+        partitioner: Arc::new(lease.partitioner.clone()),
     };
     let job_dir = agent.job_dir(lease.job);
     let output = super::shuffle::map_output_path(agent, lease.job, lease.attempt);

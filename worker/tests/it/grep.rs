@@ -73,7 +73,12 @@ fn grep_with_a_bad_pattern_fails_in_init() {
     let module = guest(examples_wasm::GREP);
     let args = [("pattern".to_owned(), "(unclosed".to_owned())];
     let err = runtime()
-        .instantiate(&module, &protocol::Limits::default(), &args)
+        .instantiate(
+            &module,
+            &worker::runtime::TaskPlan::reduce(),
+            &protocol::Limits::default(),
+            &args,
+        )
         .err()
         .expect("a bad regex is refused");
     assert!(

@@ -177,11 +177,8 @@ fn a_flood_of_stdout_is_capped_and_the_task_succeeds() {
     let text = b"one two\nthree one\r\nfour".to_vec();
     let len = text.len() as u64;
     let settings = MapSettings {
-        reducers: 2,
-        combine: true,
-        limits: Limits::default(),
         args: vec![("mode".into(), "stdout".into())],
-        sort_buffer: worker::map::DEFAULT_SORT_BUFFER,
+        ..MapSettings::new(2)
     };
     let input = MapInput {
         reader: Cursor::new(text),

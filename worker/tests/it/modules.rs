@@ -80,6 +80,26 @@ fn a_component_of_another_world_does_not_implement_the_contract() {
     assert!(message.contains("acme:other/thing"), "{message}");
 }
 
+/// A component built against `quern:job@0.1.0` (it imports that version's
+/// host interface) is told which contract it has, which one runs here and
+/// what to rebuild, instead of a linker error.
+#[test]
+fn a_component_of_the_0_1_contract_is_told_to_rebuild() {
+    let old = wat::parse_str(
+        r#"(component
+            (import "quern:job/host@0.1.0" (instance
+                (export "add-counters" (func (param "deltas" (list (tuple string s64)))))))
+            (core module $m (func (export "init")))
+            (core instance $i (instantiate $m))
+            (func (export "init") (canon lift (core func $i "init"))))"#,
+    )
+    .unwrap();
+    let message = refusal(&old);
+    assert!(message.contains("quern:job@0.1.0"), "{message}");
+    assert!(message.contains("quern:job@0.2.0"), "{message}");
+    assert!(message.contains("rebuild"), "{message}");
+}
+
 #[test]
 fn a_truncated_component_does_not_compile() {
     let bytes = std::fs::read(examples_wasm::WORDCOUNT).unwrap();
@@ -134,7 +154,12 @@ fn a_corrupt_cache_file_is_recompiled() {
     assert!(rt.cached(&sha).is_none(), "a torn cache file is not used");
     let module = rt.load(&bytes).expect("compiled again");
     let args = [];
-    rt.instantiate(&module, &protocol::Limits::default(), &args)
-        .map(|_| ())
-        .unwrap();
+    rt.instantiate(
+        &module,
+        &worker::runtime::TaskPlan::reduce(),
+        &protocol::Limits::default(),
+        &args,
+    )
+    .map(|_| ())
+    .unwrap();
 }

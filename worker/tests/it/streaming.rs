@@ -210,7 +210,12 @@ fn a_job_component_cannot_run_as_a_command_and_back() {
     let err = JobMode::Component.check(command.kind()).unwrap_err();
     assert!(err.contains("--mode streaming"), "{err}");
     let err = runtime()
-        .instantiate(&command, &Limits::default(), &[])
+        .instantiate(
+            &command,
+            &worker::runtime::TaskPlan::reduce(),
+            &Limits::default(),
+            &[],
+        )
         .err()
         .expect("a command has no init");
     assert!(err.to_string().contains("WASI command"), "{err}");

@@ -19,13 +19,7 @@ const REDUCERS: u32 = 2;
 /// Runs one map task per input and returns each output file and index.
 fn map_outputs(inputs: &[PathBuf], dir: &Path) -> Vec<(PathBuf, MapOutputIndex)> {
     let module = guest(examples_wasm::WORDCOUNT);
-    let settings = MapSettings {
-        reducers: REDUCERS,
-        combine: true,
-        limits: Limits::default(),
-        args: Vec::new(),
-        sort_buffer: worker::map::DEFAULT_SORT_BUFFER,
-    };
+    let settings = MapSettings::new(REDUCERS);
     inputs
         .iter()
         .enumerate()

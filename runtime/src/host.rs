@@ -1,16 +1,17 @@
 //! The host side of the WIT world: per-task state, the `host` interface the
-//! guest imports, and where emitted pairs go.
+//! guest imports, and the traits through which emitted pairs leave and
+//! streamed values arrive. The runtime knows nothing of map or reduce: the
+//! caller plugs in a [`PairSink`] and a [`ValueSource`] for each phase.
 
+use std::any::Any;
 use std::io;
 
+use batch::Reader;
 use protocol::Counters;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::map::{CombineSink, MapCollector};
-use crate::merge::{BoxedSource, Grouper};
-use crate::reduce::OutputWriter;
-use crate::runtime::GuestError;
+use crate::GuestError;
 
 wasmtime::component::bindgen!({
     path: "../guest-sdk/wit",
@@ -25,16 +26,18 @@ const MAX_COUNTERS: usize = 1000;
 /// Bytes of values handed out per `next-values` call.
 pub const VALUES_BATCH_BYTES: usize = 256 << 10;
 
-/// Where the guest's emitted pairs go in the current phase.
-pub(crate) enum Sink {
-    /// No phase accepts pairs (during `init`).
-    Closed,
-    /// `map`: into the sort buffer.
-    Map(Box<MapCollector>),
-    /// `combine`: straight into a sorted run.
-    Combine(Box<CombineSink>),
-    /// `reduce`: output lines.
-    Reduce(Box<OutputWriter>),
+/// Where the pairs a guest emits go: the sort buffer of a map task, the run
+/// a combine writes, the output file of a reduce task.
+pub trait PairSink: Any + Send {
+    /// Takes one pair, or refuses it (the guest's call then fails).
+    fn accept(&mut self, key: &[u8], value: &[u8]) -> Result<(), SinkError>;
+}
+
+/// Where `next-values` reads the rest of a long group from.
+pub trait ValueSource: Any + Send {
+    /// Appends a value batch of at most about `max_bytes` of the current
+    /// group's next values to `out`; nothing when the group is done.
+    fn next_values(&mut self, out: &mut Vec<u8>, max_bytes: usize) -> io::Result<()>;
 }
 
 /// Why the host refused a pair or an output line.
@@ -95,9 +98,9 @@ pub struct TaskState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
-    pub(crate) sink: Sink,
+    pub(crate) sink: Option<Box<dyn PairSink>>,
     /// The reduce input, reachable from `next-values`.
-    pub(crate) values: Option<Grouper<BoxedSource>>,
+    pub(crate) values: Option<Box<dyn ValueSource>>,
     /// Whether the last `reduce` batch ended in a cut group.
     pub(crate) partial_open: bool,
     pub(crate) counters: Counters,
@@ -113,7 +116,7 @@ impl TaskState {
                 cap: memory_cap,
                 hit: false,
             },
-            sink: Sink::Closed,
+            sink: None,
             values: None,
             partial_open: false,
             counters: Counters::default(),
@@ -132,12 +135,10 @@ impl TaskState {
 
     fn accept(&mut self, key: &[u8], value: &[u8]) -> Result<(), SinkError> {
         match &mut self.sink {
-            Sink::Closed => Err(SinkError::BadOutput(
-                "emit called outside map, combine or reduce".into(),
+            None => Err(SinkError::BadOutput(
+                "emit called outside map, combine, reduce or finish".into(),
             )),
-            Sink::Map(collector) => collector.accept(key, value),
-            Sink::Combine(sink) => sink.accept(key, value),
-            Sink::Reduce(writer) => writer.accept(key, value),
+            Some(sink) => sink.accept(key, value),
         }
     }
 }
@@ -151,34 +152,16 @@ impl WasiView for TaskState {
     }
 }
 
-/// Splits a pair batch, checking its framing.
-fn next_field<'a>(batch: &'a [u8], pos: &mut usize) -> Result<&'a [u8], String> {
-    let header = batch
-        .get(*pos..*pos + 4)
-        .ok_or("a pair batch ends inside a length")?;
-    let len = u32::from_le_bytes(header.try_into().unwrap()) as usize;
-    *pos += 4;
-    if len > MAX_FIELD_BYTES {
-        return Err(format!(
-            "a key or value of {len} bytes is over the {MAX_FIELD_BYTES}-byte limit"
-        ));
-    }
-    let field = batch
-        .get(*pos..*pos + len)
-        .ok_or("a pair batch ends inside a key or value")?;
-    *pos += len;
-    Ok(field)
-}
-
 impl quern::job::host::Host for TaskState {
     fn emit(&mut self, pairs: Vec<u8>) -> wasmtime::Result<()> {
-        let mut pos = 0;
-        while pos < pairs.len() {
-            let pair =
-                next_field(&pairs, &mut pos).and_then(|k| Ok((k, next_field(&pairs, &mut pos)?)));
-            let (key, value) = match pair {
+        let mut reader = Reader::with_limit(&pairs, MAX_FIELD_BYTES);
+        while !reader.is_empty() {
+            let (key, value) = match reader.pair() {
                 Ok(pair) => pair,
-                Err(msg) => return Err(self.refuse(HostFailure::Guest(GuestError::BadOutput(msg)))),
+                Err(err) => {
+                    let msg = format!("a pair batch from the guest is malformed: {err}");
+                    return Err(self.refuse(HostFailure::Guest(GuestError::BadOutput(msg))));
+                }
             };
             match self.accept(key, value) {
                 Ok(()) => {}
@@ -197,7 +180,7 @@ impl quern::job::host::Host for TaskState {
             return Ok(out);
         }
         let result = match &mut self.values {
-            Some(grouper) => grouper.next_values(&mut out, VALUES_BATCH_BYTES),
+            Some(source) => source.next_values(&mut out, VALUES_BATCH_BYTES),
             None => Ok(()),
         };
         if let Err(err) = result {

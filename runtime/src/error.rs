@@ -1,7 +1,10 @@
 //! Why a guest failed, typed so that callers can decide between retrying
 //! and failing, and worded for the person who wrote the guest.
 
+use std::io;
 use std::time::Duration;
+
+use crate::TaskError;
 
 /// A task's guest failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
@@ -56,4 +59,35 @@ pub enum ModuleError {
     /// The bytes are not a WebAssembly component implementing the contract.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// An I/O error from input source `index` of a task: a reduce task's
+/// segment of map task `index`, which must then run again.
+#[derive(Debug)]
+pub struct SourceError {
+    /// Which source (the map task's index).
+    pub index: usize,
+    /// What went wrong.
+    pub inner: io::Error,
+}
+
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.inner)
+    }
+}
+
+impl std::error::Error for SourceError {}
+
+/// The task error for an I/O error met on the host's side of a call: a
+/// [`SourceError`] becomes [`TaskError::FetchFailed`], anything else a host
+/// error.
+pub fn io_task_error(err: io::Error) -> TaskError {
+    if let Some(source) = err.get_ref().and_then(|e| e.downcast_ref::<SourceError>()) {
+        return TaskError::FetchFailed {
+            source_index: source.index,
+            message: source.inner.to_string(),
+        };
+    }
+    TaskError::Host(anyhow::Error::from(err).context("reduce input"))
 }

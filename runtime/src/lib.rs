@@ -1,12 +1,16 @@
 //! The wasmtime embedding: one engine per process, compiled modules cached
 //! by sha256 in memory and on disk, and a sandboxed instance per task with
 //! a memory cap, a time limit by epoch interruption and captured logs.
+//! Emitted pairs leave through a [`PairSink`] the caller provides, so this
+//! crate knows the guest contract but nothing of sorting, shuffling or
+//! output files; the coordinator uses it alone to check uploads.
 
 mod command;
 mod error;
 mod host;
 mod logs;
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,14 +25,48 @@ use wasmtime::{Config, Engine, Module, Precompiled, Store, Trap};
 use wasmtime_wasi::WasiCtxBuilder;
 
 pub use command::{ChunkedStdin, CommandRun, CommandSpec, LineSink};
-pub use error::{GuestError, ModuleError};
+pub use error::{GuestError, ModuleError, SourceError, io_task_error};
 
 use command::{CommandPreKind, CommandState};
-pub use host::SinkError;
-pub(crate) use host::{HostFailure, Sink, TaskState};
+pub(crate) use host::{HostFailure, TaskState};
+pub use host::{MAX_FIELD_BYTES, PairSink, SinkError, VALUES_BATCH_BYTES, ValueSource};
 pub use logs::{LogPipe, TaskLogs};
 
-use host::{GuestInfo, InputInfo, Job, JobPre};
+use host::{GuestInfo, InputInfo, Job, JobPre, Phase, TaskInfo};
+
+/// The version of the job contract this runtime implements.
+pub const CONTRACT: &str = "quern:job@0.2.0";
+
+/// What a task is, as the guest's `init` is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskPlan {
+    /// Map or reduce.
+    pub phase: protocol::TaskKind,
+    /// Whether the job combines map output.
+    pub combine: bool,
+    /// Bytes of pairs a map task's guest may hold back to combine them.
+    pub buffer_bytes: u64,
+}
+
+impl TaskPlan {
+    /// A map task.
+    pub fn map(combine: bool, buffer_bytes: u64) -> Self {
+        TaskPlan {
+            phase: protocol::TaskKind::Map,
+            combine,
+            buffer_bytes: if combine { buffer_bytes } else { 0 },
+        }
+    }
+
+    /// A reduce task.
+    pub fn reduce() -> Self {
+        TaskPlan {
+            phase: protocol::TaskKind::Reduce,
+            combine: false,
+            buffer_bytes: 0,
+        }
+    }
+}
 
 /// How often the epoch advances; the granularity of time limits.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -259,9 +297,19 @@ impl Runtime {
                         match as_command {
                             Ok(pre) => Loaded::Command(CommandPreKind::P2(pre)),
                             Err(command_err) => {
+                                if let Some(old) = older_contract(&self.engine, component) {
+                                    return Err(ModuleError::Invalid(format!(
+                                        "the component was built for the job contract {old}; \
+                                         this Quern runs {CONTRACT} (new: `init` takes a task-info, \
+                                         and a `finish` export): rebuild it against \
+                                         guest-sdk/wit/quern.wit, with the Rust SDK (guest-sdk) \
+                                         of this release, or regenerate the bindings of another \
+                                         language (see guest-sdk/guides/)"
+                                    )));
+                                }
                                 return Err(ModuleError::Invalid(format!(
                                     "the component implements neither the Quern job contract \
-                                     (world quern:job/job@0.1.0: {}) nor a WASI command for \
+                                     (world {CONTRACT}: {}) nor a WASI command for \
                                      streaming mode (export wasi:cli/run: {})",
                                     describe(&job_err),
                                     describe(&command_err)
@@ -298,6 +346,7 @@ impl Runtime {
     pub fn instantiate(
         &self,
         module: &GuestModule,
+        task: &TaskPlan,
         limits: &Limits,
         args: &[(String, String)],
     ) -> Result<Guest, TaskError> {
@@ -349,7 +398,15 @@ impl Runtime {
                 ));
             }
         };
-        let result = guest.job.call_init(&mut guest.store, args);
+        let info = TaskInfo {
+            phase: match task.phase {
+                protocol::TaskKind::Map => Phase::Map,
+                protocol::TaskKind::Reduce => Phase::Reduce,
+            },
+            combine: task.combine,
+            buffer_bytes: task.buffer_bytes,
+        };
+        let result = guest.job.call_init(&mut guest.store, info, args);
         guest.info = guest.finish_call("init", result)?;
         Ok(guest)
     }
@@ -362,6 +419,27 @@ impl Drop for Runtime {
             let _ = ticker.join();
         }
     }
+}
+
+/// The version of an older `quern:job` contract a component imports, if
+/// that is why it does not link.
+fn older_contract(engine: &Engine, component: &Component) -> Option<String> {
+    let ty = component.component_type();
+    let names = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .chain(ty.exports(engine).map(|(name, _)| name.to_owned()));
+    for name in names {
+        if let Some(rest) = name.strip_prefix("quern:job/")
+            && let Some((_, version)) = rest.split_once('@')
+        {
+            let contract = format!("quern:job@{version}");
+            if contract != CONTRACT {
+                return Some(contract);
+            }
+        }
+    }
+    None
 }
 
 /// The two WebAssembly binary formats.
@@ -397,7 +475,7 @@ fn classify(
 ) -> TaskError {
     match failure {
         Some(HostFailure::Guest(err)) => return err.into(),
-        Some(HostFailure::Io(err)) => return crate::reduce::merge_error(err),
+        Some(HostFailure::Io(err)) => return io_task_error(err),
         None => {}
     }
     if memory_hit {
@@ -506,8 +584,45 @@ impl Guest {
         self.finish_call("combine", result)
     }
 
-    pub(crate) fn state(&mut self) -> &mut TaskState {
-        self.store.data_mut()
+    /// Calls `finish`: the guest emits what it held back.
+    pub fn finish(&mut self) -> Result<(), TaskError> {
+        let result = self.job.call_finish(&mut self.store);
+        self.finish_call("finish", result)
+    }
+
+    /// Where emitted pairs go from now on.
+    pub fn set_sink(&mut self, sink: Box<dyn PairSink>) {
+        self.store.data_mut().sink = Some(sink);
+    }
+
+    /// The sink in place, if it is an `S`.
+    pub fn sink_mut<S: PairSink>(&mut self) -> Option<&mut S> {
+        let sink: &mut dyn Any = self.store.data_mut().sink.as_deref_mut()?;
+        sink.downcast_mut()
+    }
+
+    /// Takes the sink back out, if it is an `S`; emits are refused until
+    /// another is set.
+    pub fn take_sink<S: PairSink>(&mut self) -> Option<Box<S>> {
+        let sink: Box<dyn Any> = self.store.data_mut().sink.take()?;
+        sink.downcast().ok()
+    }
+
+    /// Where `next-values` reads from from now on.
+    pub fn set_values(&mut self, values: Box<dyn ValueSource>) {
+        self.store.data_mut().values = Some(values);
+    }
+
+    /// The value source in place, if it is a `V`.
+    pub fn values_mut<V: ValueSource>(&mut self) -> Option<&mut V> {
+        let values: &mut dyn Any = self.store.data_mut().values.as_deref_mut()?;
+        values.downcast_mut()
+    }
+
+    /// Takes the value source back out, if it is a `V`.
+    pub fn take_values<V: ValueSource>(&mut self) -> Option<Box<V>> {
+        let values: Box<dyn Any> = self.store.data_mut().values.take()?;
+        values.downcast().ok()
     }
 
     /// The guest's user counters so far.
