@@ -95,6 +95,7 @@ export default async function jobPage(main, { match }, ctx) {
       item('Split size', fmtBytes(j.spec.split_size)),
       item('Format', j.spec.format),
       item('Combine', j.spec.combine ? 'yes' : 'no'),
+      item('Partitioner', j.spec.partitioner || 'hash'),
       item('Backups', j.spec.backups === false ? 'off' : 'on'),
       item('Arguments', j.spec.args.length ? j.spec.args.map(([k, v]) => `${k}=${v}`).join(' ') : '—'),
       item('Limits', `${j.spec.limits.memory_mib} MiB, ${j.spec.limits.timeout_secs} s, max ${j.spec.max_attempts} attempts`),

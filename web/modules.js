@@ -16,7 +16,7 @@ export default async function modulesPage(main, _params, ctx) {
       { key: 'size', label: 'Size', num: true, render: (m) => fmtBytes(m.size) },
       {
         key: 'has_combine', label: 'Exports',
-        render: (m) => (m.kind === 'command' ? 'WASI command (streaming mode)' : (m.has_combine ? 'map, reduce, combine' : 'map, reduce')),
+        render: (m) => (m.kind === 'command' ? 'WASI command (streaming mode)' : (m.has_combine ? 'map, reduce, combine, finish' : 'map, reduce, finish')),
       },
       { key: 'created_at', label: 'Uploaded', render: (m) => fmtTime(m.created_at) },
       {

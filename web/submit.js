@@ -41,7 +41,10 @@ export default async function submitPage(main, { query }, ctx) {
     field('format', 'Input format', h('select', {},
       h('option', { value: 'lines' }, 'lines: one record per line'),
       h('option', { value: 'whole-file' }, 'whole-file: one record per file'))),
-    field('combine', 'Combine', h('input', { type: 'checkbox', checked: true }), 'Run the module’s combine after map (when it has one).'),
+    field('combine', 'Combine', h('input', { type: 'checkbox', checked: true }), 'Run the module’s combine on map output, in the guest as it maps and on the host (when it has one).'),
+    field('partitioner', 'Partitioner', h('select', {},
+      h('option', { value: 'hash' }, 'hash: keys spread evenly'),
+      h('option', { value: 'range' }, 'range: key ranges sampled from the input; outputs in order are sorted'))),
     field('backups', 'Backup attempts', h('input', { type: 'checkbox', checked: true }), 'Near the end of a phase, run a second copy of a slow task; the first to finish wins.'),
     field('args', 'Arguments', h('textarea', { rows: '2', placeholder: 'name=value, one per line' }), 'Passed to the module’s init.'),
     field('limits.memory_mib', 'Memory limit (MiB)', num(512)),
@@ -146,6 +149,7 @@ export default async function submitPage(main, { query }, ctx) {
       // A WASI command runs in streaming mode; a job component does not.
       mode: modules.find((m) => m.sha256 === v('module'))?.kind === 'command' ? 'streaming' : 'component',
       combine: byName.get('combine').input.checked,
+      partitioner: v('partitioner'),
       backups: byName.get('backups').input.checked,
       args,
       limits: {

@@ -308,9 +308,10 @@ fn python_with_dataframes() -> Result<PathBuf, String> {
 const POLARS: &str = r#"
 import sys, polars as pl
 out, files = sys.argv[1], sys.argv[2:]
-text = pl.concat([pl.Series("w", [open(f, encoding="utf-8", errors="replace").read()]) for f in files])
-words = text.str.extract_all(r"[A-Za-z]+").explode().drop_nulls()
-counts = words.value_counts()
+lines = pl.scan_csv(files, has_header=False, separator="\x1f", quote_char=None,
+                    new_columns=["line"], schema_overrides={"line": pl.String})
+counts = (lines.select(pl.col("line").str.extract_all(r"[A-Za-z]+").explode().alias("w"))
+          .drop_nulls().group_by("w").len().collect())
 with open(out, "w") as f:
     for w, c in counts.iter_rows():
         f.write(f"{w}\t{c}\n")
@@ -322,8 +323,9 @@ out, files = sys.argv[1], sys.argv[2:]
 con = duckdb.connect()
 con.execute("SET threads TO 2")
 rows = con.execute(
-    "SELECT word, count(*) FROM (SELECT unnest(regexp_extract_all(content, '[A-Za-z]+')) AS word "
-    "FROM read_text(?)) GROUP BY word", [files]).fetchall()
+    "SELECT word, count(*) FROM (SELECT unnest(regexp_extract_all(line, '[A-Za-z]+')) AS word "
+    "FROM read_csv(?, columns = {'line': 'VARCHAR'}, delim = '\x1f', quote = '', escape = '', "
+    "header = false)) GROUP BY word", [files]).fetchall()
 with open(out, "w") as f:
     for w, c in rows:
         f.write(f"{w}\t{c}\n")

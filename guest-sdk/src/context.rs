@@ -183,19 +183,30 @@ impl Context {
         let Some(table) = self.table.as_mut() else {
             return;
         };
-        for (key, slot) in table.drain() {
+        for mut slot in table.drain() {
             // The table's own encoding: it cannot be malformed.
-            let _ = self.emit_values(&key, &slot.values);
+            let count = slot.count;
+            let runs = slot.runs();
+            let _ = self.emit_runs(&slot.key, &runs, count);
         }
     }
 
-    /// Runs the job's `combine` on one key's values (a value batch of
+    /// Emits a key with each value of a run batch.
+    pub(crate) fn emit_runs(&mut self, key: &[u8], runs: &[u8], count: u32) -> Result {
+        let mut values = Values::from_runs(runs, count);
+        while let Some(value) = values.next() {
+            self.emit_to_host(key, &value);
+        }
+        values.finish().map(|_| ()).map_err(Error::msg)
+    }
+
+    /// Runs the job's `combine` on one key's values (a run batch of
     /// `count` values), returning what it emitted as a value batch.
     pub(crate) fn run_combine<J: crate::Job>(
         &mut self,
         job: &mut J,
         key: &[u8],
-        values: &[u8],
+        runs: &[u8],
         count: u32,
     ) -> Result<(Vec<u8>, u32)> {
         let route = std::mem::replace(&mut self.route, Route::Capture);
@@ -203,7 +214,7 @@ impl Context {
         self.capture.key.extend_from_slice(key);
         self.capture.count = 0;
         self.capture.stray = None;
-        let mut given = Values::new(Reader::new(values), count, false);
+        let mut given = Values::from_runs(runs, count);
         let result = job.combine(key, &mut given, self);
         let rest = given.finish();
         self.route = route;
@@ -250,6 +261,11 @@ pub struct Values<'a> {
     streaming: bool,
     fetched: Option<(Vec<u8>, usize)>,
     failed: Option<String>,
+    /// The batch holds runs (`value, u32 repeats`), the combining table's
+    /// own encoding, instead of plain values.
+    runs: bool,
+    run_value: &'a [u8],
+    run_left: u32,
 }
 
 impl<'a> Values<'a> {
@@ -260,6 +276,17 @@ impl<'a> Values<'a> {
             streaming,
             fetched: None,
             failed: None,
+            runs: false,
+            run_value: &[],
+            run_left: 0,
+        }
+    }
+
+    /// The `count` values of a run batch (see [`crate::table`]).
+    pub(crate) fn from_runs(runs: &'a [u8], count: u32) -> Self {
+        Values {
+            runs: true,
+            ..Values::new(Reader::new(runs), count, false)
         }
     }
 
@@ -267,6 +294,15 @@ impl<'a> Values<'a> {
     pub fn sum_u64(&mut self) -> Result<u64> {
         let mut total: u64 = 0;
         for value in self.by_ref() {
+            // Plain digits (what a word count's values are) need neither
+            // UTF-8 checks nor trimming; anything else takes the long way.
+            if !value.is_empty() && value.len() <= 19 && value.iter().all(u8::is_ascii_digit) {
+                let n = value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+                total = total
+                    .checked_add(n)
+                    .ok_or_else(|| Error::msg("sum overflows u64"))?;
+                continue;
+            }
             let text =
                 std::str::from_utf8(&value).map_err(|_| Error::msg("a value is not UTF-8 text"))?;
             let n: u64 = text
@@ -282,6 +318,12 @@ impl<'a> Values<'a> {
 
     /// Skips the values nobody read, leaving the batch at the next group.
     pub(crate) fn finish(mut self) -> std::result::Result<Reader<'a>, String> {
+        if self.runs {
+            return match self.failed {
+                Some(err) => Err(err),
+                None => Ok(self.batch),
+            };
+        }
         while self.in_batch > 0 {
             self.in_batch -= 1;
             self.batch.field().map_err(|e| malformed(&e))?;
@@ -327,6 +369,27 @@ impl<'a> Iterator for Values<'a> {
     type Item = Cow<'a, [u8]>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if self.runs {
+            if self.in_batch == 0 {
+                return None;
+            }
+            if self.run_left == 0 {
+                match (self.batch.field(), self.batch.u32()) {
+                    (Ok(value), Ok(repeats)) if repeats > 0 => {
+                        self.run_value = value;
+                        self.run_left = repeats;
+                    }
+                    _ => {
+                        self.failed = Some("the combining table is corrupt".into());
+                        self.in_batch = 0;
+                        return None;
+                    }
+                }
+            }
+            self.run_left -= 1;
+            self.in_batch -= 1;
+            return Some(Cow::Borrowed(self.run_value));
+        }
         if self.in_batch > 0 {
             self.in_batch -= 1;
             return match self.batch.field() {

@@ -85,12 +85,12 @@ fn settle<J: Job>(job: &mut J, ctx: &mut Context) -> crate::Result {
         return Ok(());
     };
     for key in table.take_ripe() {
-        let Some((values, count)) = ctx.table_mut().and_then(|t| t.take_values(&key)) else {
+        let Some((runs, count)) = ctx.table_mut().and_then(|t| t.take_values(&key)) else {
             continue;
         };
-        let (combined, count) = ctx.run_combine(job, &key, &values, count)?;
+        let (combined, _) = ctx.run_combine(job, &key, &runs, count)?;
         if let Some(table) = ctx.table_mut() {
-            table.put_values(&key, combined, count);
+            table.put_values(&key, &combined);
         }
     }
     if ctx.table_mut().is_some_and(|t| t.over_budget()) {
@@ -105,12 +105,14 @@ fn empty_table<J: Job>(job: &mut J, ctx: &mut Context) -> crate::Result {
     let Some(table) = ctx.table_mut() else {
         return Ok(());
     };
-    for (key, slot) in table.drain() {
-        if slot.count > 1 {
-            let (combined, _) = ctx.run_combine(job, &key, &slot.values, slot.count)?;
-            ctx.emit_values(&key, &combined)?;
+    for mut slot in table.drain() {
+        let count = slot.count;
+        let runs = slot.runs();
+        if count > 1 {
+            let (combined, _) = ctx.run_combine(job, &slot.key, &runs, count)?;
+            ctx.emit_values(&slot.key, &combined)?;
         } else {
-            ctx.emit_values(&key, &slot.values)?;
+            ctx.emit_runs(&slot.key, &runs, count)?;
         }
     }
     Ok(())
