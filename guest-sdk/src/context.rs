@@ -194,7 +194,7 @@ impl Context {
     /// Emits a key with each value of a run batch.
     pub(crate) fn emit_runs(&mut self, key: &[u8], runs: &[u8], count: u32) -> Result {
         let mut values = Values::from_runs(runs, count);
-        while let Some(value) = values.next() {
+        for value in values.by_ref() {
             self.emit_to_host(key, &value);
         }
         values.finish().map(|_| ()).map_err(Error::msg)
