@@ -141,20 +141,30 @@ pub fn engine() -> anyhow::Result<()> {
         combine: false,
         ..map_settings(REDUCERS)
     };
-    let mut emitted = 0;
-    for _ in 0..MAP_RUNS {
+    // One timed map task over the whole input: its index and the pairs
+    // the guest emitted.
+    let timed_map = |module: &worker::GuestModule,
+                     settings: &MapSettings,
+                     times: &mut Vec<Duration>|
+     -> anyhow::Result<(protocol::MapOutputIndex, i64)> {
         let started = Instant::now();
         let report = map_whole_file(
             &runtime,
-            &module,
-            &map_settings(REDUCERS),
+            module,
+            settings,
             &input,
             scratch.path(),
             &guest_out,
         )?;
-        guest_times.push(started.elapsed());
-        let index = report.outcome?;
-        emitted = report.counters.get(names::MAP_OUTPUT_RECORDS);
+        times.push(started.elapsed());
+        let emitted = report.counters.get(names::MAP_OUTPUT_RECORDS);
+        Ok((report.outcome?, emitted))
+    };
+    let combining = map_settings(REDUCERS);
+    let mut emitted = 0;
+    for _ in 0..MAP_RUNS {
+        let (index, pairs) = timed_map(&module, &combining, &mut guest_times)?;
+        emitted = pairs;
 
         let started = Instant::now();
         let native_counts = native::word_count_file(&input)?;
@@ -164,33 +174,13 @@ pub fn engine() -> anyhow::Result<()> {
             "the guest's map output and the native counts differ"
         );
 
-        let started = Instant::now();
-        let report = map_whole_file(
-            &runtime,
-            &module,
-            &no_combine,
-            &input,
-            scratch.path(),
-            &guest_out,
-        )?;
-        no_combine_times.push(started.elapsed());
-        let index = report.outcome?;
+        let (index, _) = timed_map(&module, &no_combine, &mut no_combine_times)?;
         ensure!(
             native::map_output_counts(&guest_out, &index)? == native_counts,
             "the guest's uncombined map output and the native counts differ"
         );
 
-        let started = Instant::now();
-        let report = map_whole_file(
-            &runtime,
-            &indexer,
-            &map_settings(REDUCERS),
-            &input,
-            scratch.path(),
-            &guest_out,
-        )?;
-        indexer_times.push(started.elapsed());
-        report.outcome?;
+        timed_map(&indexer, &combining, &mut indexer_times)?;
     }
     let (guest_time, native_time) = (median(&mut guest_times), median(&mut native_times));
     let (guest, native) = (mb_per_s(size, guest_time), mb_per_s(size, native_time));

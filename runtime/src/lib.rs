@@ -36,6 +36,8 @@ use host::{GuestInfo, InputInfo, Job, JobPre, Phase, TaskInfo};
 
 /// The version of the job contract this runtime implements.
 pub const CONTRACT: &str = "quern:job@0.2.0";
+/// The world a job component implements.
+const JOB_WORLD: &str = "quern:job/job@0.2.0";
 
 /// What a task is, as the guest's `init` is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,7 +311,7 @@ impl Runtime {
                                 }
                                 return Err(ModuleError::Invalid(format!(
                                     "the component implements neither the Quern job contract \
-                                     (world {CONTRACT}: {}) nor a WASI command for \
+                                     (world {JOB_WORLD}: {}) nor a WASI command for \
                                      streaming mode (export wasi:cli/run: {})",
                                     describe(&job_err),
                                     describe(&command_err)
