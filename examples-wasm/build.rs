@@ -8,6 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "src/toolchain.rs"]
+mod toolchain;
+
 const GUESTS: &[&str] = &["wordcount", "indexer", "grep", "misbehave", "sort"];
 
 fn main() {
@@ -69,21 +72,8 @@ fn require_target(guests_dir: &Path, target: &str) {
         .ok()
         .filter(|out| out.status.success())
         .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
-    let Some(sysroot) = sysroot else {
-        return;
-    };
-    if !sysroot
-        .join("lib/rustlib")
-        .join(target)
-        .join("lib")
-        .is_dir()
-    {
-        panic!(
-            "\n\nThe example guests build for {target}, which this Rust toolchain ({}) does not \
-             have.\nInstall the guest targets and build again:\n\n    rustup target add \
-             wasm32-wasip2 wasm32-wasip1\n\n(scripts/demo and scripts/test do this themselves.)\n",
-            sysroot.display()
-        );
+    if let Some(message) = sysroot.and_then(|s| toolchain::missing_target(&s, target)) {
+        panic!("{message}");
     }
 }
 

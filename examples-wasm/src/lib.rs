@@ -6,13 +6,16 @@
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
+pub mod toolchain;
+
 /// Every guest by name, for tests that iterate over them.
-pub fn all() -> [(&'static str, &'static str); 4] {
+pub fn all() -> [(&'static str, &'static str); 5] {
     [
         ("wordcount", WORDCOUNT),
         ("indexer", INDEXER),
         ("grep", GREP),
         ("misbehave", MISBEHAVE),
+        ("sort", SORT),
     ]
 }
 
