@@ -39,6 +39,11 @@ pub(crate) struct Slot {
     /// Values held.
     pub(crate) count: u32,
     ripe: bool,
+    /// The count and packed size at which the key is combined next: twice
+    /// what the last combine left, so a combine that cannot shrink a key's
+    /// values costs linear time, not quadratic.
+    ripe_count: u32,
+    ripe_bytes: usize,
 }
 
 impl Slot {
@@ -53,6 +58,8 @@ impl Slot {
             open_repeats: 0,
             count: 0,
             ripe: false,
+            ripe_count: RIPE_COUNT,
+            ripe_bytes: RIPE_BYTES,
         }
     }
 
@@ -148,7 +155,7 @@ impl Table {
             }
         };
         self.bytes += slot.push(value);
-        if !slot.ripe && (slot.count >= RIPE_COUNT || slot.packed.len() >= RIPE_BYTES) {
+        if !slot.ripe && (slot.count >= slot.ripe_count || slot.packed.len() > slot.ripe_bytes) {
             slot.ripe = true;
             self.ripe.push(key.into());
         }
@@ -200,6 +207,8 @@ impl Table {
         while let Ok(value) = reader.field() {
             added += slot.push(value);
         }
+        slot.ripe_count = RIPE_COUNT.max(slot.count.saturating_mul(2));
+        slot.ripe_bytes = RIPE_BYTES.max(slot.packed.len() * 2);
         self.bytes += added;
     }
 
@@ -326,6 +335,30 @@ mod tests {
             [&[4, 0, 0, 0][..], b"1024", &1u32.to_le_bytes()].concat()
         );
         assert!(!t.over_budget());
+    }
+
+    #[test]
+    fn a_combine_that_cannot_shrink_waits_for_twice_as_many_values() {
+        let mut t = Table::new(1 << 30);
+        // Same-size values, so the count and the packed bytes both double.
+        let distinct = |i: u32| format!("v{i:06}").into_bytes();
+        for i in 0..RIPE_COUNT {
+            t.add(b"k", &distinct(i));
+        }
+        assert_eq!(t.take_ripe().len(), 1);
+        let (runs, count) = t.take_values(b"k").unwrap();
+        // A combine that gives every value back.
+        let mut back = Vec::new();
+        for v in crate::Values::from_runs(&runs, count) {
+            batch::put(&mut back, &v);
+        }
+        t.put_values(b"k", &back);
+        for i in 0..RIPE_COUNT - 1 {
+            t.add(b"k", &distinct(RIPE_COUNT + i));
+        }
+        assert!(!t.has_ripe(), "not ripe again before twice the values");
+        t.add(b"k", b"one more");
+        assert!(t.has_ripe());
     }
 
     #[test]
