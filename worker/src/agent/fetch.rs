@@ -66,6 +66,16 @@ impl Read for BodyReader {
 /// for the whole request timeout.
 const FETCH_IDLE: Duration = Duration::from_secs(10);
 
+/// Longest a `Retry-After` from a map-output server is honoured: a server
+/// asking for an hour must not park the reducer (and its slot) that long.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// How long to wait after a 429 with this `Retry-After` (seconds), capped.
+fn retry_after(header: Option<&str>) -> Option<Duration> {
+    let secs = header?.trim().parse::<u64>().ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
 /// Why a map output could not be fetched.
 #[derive(Debug)]
 pub(crate) struct FetchError {
@@ -80,7 +90,19 @@ async fn fetch_once(
     source: &MapSource,
     dest: &Path,
 ) -> Result<(), (String, Option<Duration>)> {
-    let last = source.offset + source.length - 1;
+    let Some(last) = source
+        .offset
+        .checked_add(source.length)
+        .and_then(|end| end.checked_sub(1))
+    else {
+        return Err((
+            format!(
+                "invalid map output index: bytes {}+{} overflow",
+                source.offset, source.length
+            ),
+            None,
+        ));
+    };
     let request = http
         .get(&source.url)
         .bearer_auth(token)
@@ -92,12 +114,12 @@ async fn fetch_once(
         .map_err(|_| (format!("no answer within {FETCH_IDLE:?}"), None))?
         .map_err(|e| (format!("request failed: {e}"), None))?;
     if response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        let wait = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let wait = retry_after(
+            response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+        );
         return Err(("map output server busy (429)".into(), wait));
     }
     if response.status() != reqwest::StatusCode::PARTIAL_CONTENT {
@@ -125,6 +147,17 @@ async fn fetch_once(
         };
         let chunk =
             chunk.map_err(|e| (format!("connection broke after {got} bytes: {e}"), None))?;
+        // Checked before writing: a server that sends more than the range
+        // asked for fills no disk.
+        if got + chunk.len() as u64 > source.length {
+            return Err((
+                format!(
+                    "map output server sent more than the {} bytes asked for",
+                    source.length
+                ),
+                None,
+            ));
+        }
         got += chunk.len() as u64;
         file.write_all(&chunk)
             .await
@@ -195,8 +228,10 @@ async fn fetch_with_retries(
                 Err((why, wait)) => {
                     tracing::warn!(map_task = %source.map_task, attempt, error = %why, "map output fetch failed");
                     message = why;
-                    let backoff = wait.unwrap_or(Duration::from_millis(200 << attempt));
-                    tokio::time::sleep(backoff).await;
+                    if attempt < 3 {
+                        let backoff = wait.unwrap_or(Duration::from_millis(200 << attempt));
+                        tokio::time::sleep(backoff).await;
+                    }
                 }
             }
         }
@@ -204,5 +239,69 @@ async fn fetch_with_retries(
             source: source.clone(),
             message,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use protocol::{AttemptId, TaskId};
+
+    fn source(url: String, offset: u64, length: u64) -> MapSource {
+        MapSource {
+            map_task: TaskId(1),
+            map_index: 0,
+            attempt: AttemptId(1),
+            url,
+            offset,
+            length,
+            records: 1,
+        }
+    }
+
+    /// A map-output server on 127.0.0.1 that answers every GET with
+    /// `answer`.
+    async fn serve(answer: fn() -> (StatusCode, Vec<u8>)) -> String {
+        let app = Router::new().route("/out", get(move || async move { answer() }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/out", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+
+    #[tokio::test]
+    async fn an_index_past_u64_is_refused_not_overflowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let http = reqwest::Client::new();
+        let src = source("http://127.0.0.1:9/out".into(), u64::MAX, 64);
+        let err = fetch_once(&http, "t", &src, &dir.path().join("x"))
+            .await
+            .unwrap_err();
+        assert!(err.0.contains("overflow"), "{}", err.0);
+    }
+
+    #[tokio::test]
+    async fn a_body_longer_than_the_range_is_cut_off_before_it_is_written() {
+        let url = serve(|| (StatusCode::PARTIAL_CONTENT, vec![b'x'; 64 << 20])).await;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("src-0");
+        let http = reqwest::Client::new();
+        let err = fetch_once(&http, "t", &source(url, 0, 64), &dest)
+            .await
+            .unwrap_err();
+        assert!(err.0.contains("more than the 64 bytes"), "{}", err.0);
+        let written = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+        assert!(written <= 64, "{written} bytes written");
+    }
+
+    #[test]
+    fn retry_after_is_capped() {
+        assert_eq!(retry_after(Some("3600")), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(Some(" 2 ")), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(Some("soon")), None);
+        assert_eq!(retry_after(None), None);
     }
 }
