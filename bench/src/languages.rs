@@ -181,6 +181,7 @@ fn task_start(runtime: &Runtime, module: &worker::GuestModule) -> anyhow::Result
                     args: &[],
                     env: Vec::new(),
                     limits: &limits,
+                    cancel: Default::default(),
                 };
                 runtime
                     .run_command(module, &spec, Discard, |_stdin| Ok(()))

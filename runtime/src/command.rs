@@ -25,7 +25,7 @@ use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError, Stream
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::host::{HostFailure, MAX_FIELD_BYTES, MemoryLimiter, SinkError};
-use super::{EPOCH_TICK, GuestError, LogPipe, TaskError, TaskLogs, classify};
+use super::{GuestError, LogPipe, TaskError, TaskLogs, classify};
 use protocol::Limits;
 
 /// Chunks of stdin in flight between the producer and the command.
@@ -358,6 +358,8 @@ pub struct CommandSpec<'a> {
     pub env: Vec<(&'static str, String)>,
     /// Sandbox limits.
     pub limits: &'a Limits,
+    /// Stops the command from outside.
+    pub cancel: super::Cancel,
 }
 
 /// What a command run ended with.
@@ -442,9 +444,11 @@ impl super::Runtime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        let timeout = std::time::Duration::from_secs(spec.limits.timeout_secs);
-        store.set_epoch_deadline((timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64);
-        store.epoch_deadline_trap();
+        super::arm_limits(
+            &mut store,
+            std::time::Duration::from_secs(spec.limits.timeout_secs),
+            spec.cancel.clone(),
+        );
 
         let writer = StdinWriter { tx };
         let (command_result, produced) = std::thread::scope(|scope| {

@@ -39,8 +39,64 @@ pub const CONTRACT: &str = "quern:job@0.2.0";
 /// The world a job component implements.
 const JOB_WORLD: &str = "quern:job/job@0.2.0";
 
+/// Stops a task's guest from another thread: once set, the guest traps at
+/// its next epoch check (within one `EPOCH_TICK` while wasm code runs) and
+/// the task ends with [`TaskError::Cancelled`]. Host loops check it too.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// Asks the task to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the task was asked to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// `Err(TaskError::Cancelled)` once cancelled: for host loops.
+    pub fn check(&self) -> Result<(), TaskError> {
+        if self.is_cancelled() {
+            Err(TaskError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The error a guest call ends with when its task is cancelled.
+#[derive(Debug)]
+struct CancelledTrap;
+
+impl std::fmt::Display for CancelledTrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the attempt was cancelled")
+    }
+}
+
+impl std::error::Error for CancelledTrap {}
+
+/// Arms a store's time limit and cancel flag: the epoch callback runs every
+/// `EPOCH_TICK` while wasm code runs and ends the call once the wall-clock
+/// deadline has passed or the flag is set.
+fn arm_limits<T>(store: &mut Store<T>, timeout: Duration, cancel: Cancel) {
+    let deadline = std::time::Instant::now() + timeout;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if cancel.is_cancelled() {
+            return Err(wasmtime::Error::new(CancelledTrap));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Trap::Interrupt.into());
+        }
+        Ok(wasmtime::UpdateDeadline::Continue(1))
+    });
+}
+
 /// What a task is, as the guest's `init` is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct TaskPlan {
     /// Map or reduce.
     pub phase: protocol::TaskKind,
@@ -48,6 +104,8 @@ pub struct TaskPlan {
     pub combine: bool,
     /// Bytes of pairs a map task's guest may hold back to combine them.
     pub buffer_bytes: u64,
+    /// Stops the task from outside.
+    pub cancel: Cancel,
 }
 
 impl TaskPlan {
@@ -57,6 +115,7 @@ impl TaskPlan {
             phase: protocol::TaskKind::Map,
             combine,
             buffer_bytes: if combine { buffer_bytes } else { 0 },
+            cancel: Cancel::default(),
         }
     }
 
@@ -66,6 +125,7 @@ impl TaskPlan {
             phase: protocol::TaskKind::Reduce,
             combine: false,
             buffer_bytes: 0,
+            cancel: Cancel::default(),
         }
     }
 }
@@ -91,6 +151,9 @@ pub enum TaskError {
     /// The host failed (disk, input, network); not the guest's fault.
     #[error("host error: {0:#}")]
     Host(#[from] anyhow::Error),
+    /// The attempt was cancelled from outside (its lease was taken back).
+    #[error("the attempt was cancelled")]
+    Cancelled,
 }
 
 impl From<std::io::Error> for TaskError {
@@ -375,9 +438,11 @@ impl Runtime {
         let memory_cap = usize::try_from(limits.memory_mib << 20).unwrap_or(usize::MAX);
         let mut store = Store::new(&self.engine, TaskState::new(wasi, memory_cap));
         store.limiter(|state| &mut state.limiter);
-        let timeout = Duration::from_secs(limits.timeout_secs);
-        store.set_epoch_deadline((timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64);
-        store.epoch_deadline_trap();
+        arm_limits(
+            &mut store,
+            Duration::from_secs(limits.timeout_secs),
+            task.cancel.clone(),
+        );
 
         let mut guest = match pre.instantiate(&mut store) {
             Ok(job) => Guest {
@@ -479,6 +544,9 @@ fn classify(
         Some(HostFailure::Guest(err)) => return err.into(),
         Some(HostFailure::Io(err)) => return io_task_error(err),
         None => {}
+    }
+    if err.downcast_ref::<CancelledTrap>().is_some() {
+        return TaskError::Cancelled;
     }
     if memory_hit {
         return GuestError::OutOfMemory {

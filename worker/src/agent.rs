@@ -8,7 +8,7 @@ mod fetch;
 mod shuffle;
 mod tasks;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -75,7 +75,9 @@ pub(crate) struct Agent {
     pub(crate) coordinator: Coordinator,
     pub(crate) runtime: Arc<Runtime>,
     pub(crate) worker_id: Mutex<WorkerId>,
-    pub(crate) running: Mutex<HashSet<AttemptId>>,
+    /// Attempts running here, each with the flag that stops it when the
+    /// coordinator takes its lease back.
+    pub(crate) running: Mutex<HashMap<AttemptId, crate::runtime::Cancel>>,
     /// Shuffle secrets of the jobs whose map outputs this worker holds.
     pub(crate) jobs: Mutex<HashMap<JobId, String>>,
     pub(crate) advertise: String,

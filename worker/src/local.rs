@@ -153,6 +153,7 @@ pub fn run_local(
         sort_buffer: job.sort_buffer,
         combine_buffer: combine_buffer(job.combine_buffer, &job.limits),
         partitioner: Arc::new(partitioner),
+        cancel: Default::default(),
     };
     let splits = plan_splits(&files, job.split_size, job.format);
     let mut map_outputs: Vec<(PathBuf, MapOutputIndex)> = Vec::with_capacity(splits.len());
@@ -190,6 +191,7 @@ pub fn run_local(
         limits: job.limits,
         args: job.args.clone(),
         separator: job.separator.clone(),
+        cancel: Default::default(),
     };
     let mut outputs = Vec::new();
     for r in 0..job.reducers {

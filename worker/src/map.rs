@@ -14,8 +14,8 @@ use protocol::{Counters, InputFormat, Limits, MapOutputIndex, ModuleKind, Partit
 use crate::merge::{BoxedSource, Fill, Grouper, Merge, RecordSource};
 use crate::runfile::{self, RunWriter};
 use crate::runtime::{
-    CommandSpec, Guest, GuestModule, LineSink, PairSink, Runtime, SinkError, TaskError, TaskLogs,
-    TaskPlan,
+    Cancel, CommandSpec, Guest, GuestModule, LineSink, PairSink, Runtime, SinkError, TaskError,
+    TaskLogs, TaskPlan,
 };
 use crate::sort::SortBuffer;
 
@@ -55,6 +55,8 @@ pub struct MapSettings {
     pub combine_buffer: u64,
     /// How keys are assigned to partitions.
     pub partitioner: Arc<Partitioner>,
+    /// Stops the attempt from outside.
+    pub cancel: Cancel,
 }
 
 impl MapSettings {
@@ -70,6 +72,7 @@ impl MapSettings {
             sort_buffer: DEFAULT_SORT_BUFFER,
             combine_buffer: combine_buffer(None, &limits),
             partitioner: Arc::new(Partitioner::Hash),
+            cancel: Cancel::default(),
         }
     }
 }
@@ -275,7 +278,10 @@ pub fn run_map<R: Read>(
         return map_streaming(runtime, module, settings, input, work_dir, output);
     }
     let mut counters = Counters::default();
-    let plan = TaskPlan::map(settings.combine, settings.combine_buffer);
+    let plan = TaskPlan {
+        cancel: settings.cancel.clone(),
+        ..TaskPlan::map(settings.combine, settings.combine_buffer)
+    };
     let mut guest = match runtime.instantiate(module, &plan, &settings.limits, &settings.args) {
         Ok(guest) => guest,
         Err(err) => {
@@ -320,6 +326,7 @@ fn map_with<R: Read>(
         if batch.is_empty() {
             return Ok(());
         }
+        settings.cancel.check()?;
         guest.map(&file_name, input.format, batch)?;
         batch.clear();
         spill_if_over_budget(guest, combine, budget, counters)
@@ -500,6 +507,7 @@ fn map_streaming<R: Read>(
             ("QUERN_INPUT_FORMAT", input.format.as_str().to_owned()),
         ],
         limits: &settings.limits,
+        cancel: settings.cancel.clone(),
     };
     let mut records: u64 = 0;
     let mut input_bytes: u64 = 0;

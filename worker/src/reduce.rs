@@ -13,7 +13,7 @@ use protocol::{Counters, Limits, ModuleKind};
 use crate::map::TaskReport;
 use crate::merge::{BoxedSource, Fill, Grouper, Merge, RecordSource};
 use crate::runtime::{
-    CommandSpec, Guest, GuestModule, LineSink, PairSink, Runtime, SinkError, SourceError,
+    Cancel, CommandSpec, Guest, GuestModule, LineSink, PairSink, Runtime, SinkError, SourceError,
     TaskError, TaskLogs, TaskPlan,
 };
 
@@ -30,6 +30,8 @@ pub struct ReduceSettings {
     pub args: Vec<(String, String)>,
     /// Between key and value on each output line (a tab by default).
     pub separator: Vec<u8>,
+    /// Stops the attempt from outside.
+    pub cancel: Cancel,
 }
 
 /// What a reduce task wrote.
@@ -130,7 +132,10 @@ pub fn run_reduce(
         return reduce_streaming(runtime, module, settings, segments, tmp_output);
     }
     let mut counters = Counters::default();
-    let plan = TaskPlan::reduce();
+    let plan = TaskPlan {
+        cancel: settings.cancel.clone(),
+        ..TaskPlan::reduce()
+    };
     let mut guest = match runtime.instantiate(module, &plan, &settings.limits, &settings.args) {
         Ok(guest) => guest,
         Err(err) => {
@@ -192,6 +197,7 @@ fn reduce_with(
             .fill(&mut batch, REDUCE_BATCH_BYTES, true)
             .map_err(merge_error)?;
         if !batch.is_empty() {
+            settings.cancel.check()?;
             guest.reduce(&batch, fill != Fill::Partial)?;
         }
         match fill {
@@ -259,6 +265,7 @@ fn reduce_streaming(
         args: &settings.args,
         env: Vec::new(),
         limits: &settings.limits,
+        cancel: settings.cancel.clone(),
     };
     let mut records: u64 = 0;
     let mut groups: u64 = 0;

@@ -9,7 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use examples_wasm::{INDEXER, SORT, STREAMING, WORDCOUNT};
+use examples_wasm::{INDEXER, MISBEHAVE, SORT, STREAMING, WORDCOUNT};
 use protocol::api::{AttemptInfo, DatasetFile, JobInfo, ModuleInfo, OutputFile, TaskInfo};
 use protocol::{
     AttemptOutcome, JobId, JobMode, JobSpec, JobState, ModuleKind, PartitionBy, TaskKind, TaskState,
@@ -730,7 +730,65 @@ async fn range_partitioned_sort_is_a_total_order(backend: &str) {
     cluster.stop().await;
 }
 
+/// Cancelling a job whose guests spin stops them at the next heartbeat
+/// (the worker sets each dropped attempt's cancel flag), so the worker's
+/// slots are free for the next job long before the spinning attempts' time
+/// limit.
+async fn a_cancelled_job_frees_its_slots(backend: &str) {
+    let cluster = TestCluster::spawn(1, backend).await;
+    let misbehave = cluster.upload_module(MISBEHAVE).await;
+    let wordcount = cluster.upload_module(WORDCOUNT).await;
+    for name in ["pg-metamorphosis.txt", "pg-being_ernest.txt"] {
+        cluster.upload(&data(name), &format!("small/{name}")).await;
+    }
+    let mut spinning = spec(&misbehave, "small/", 1);
+    spinning.args = vec![("mode".into(), "loop".into())];
+    spinning.limits.timeout_secs = 600;
+    let job = cluster.submit(&spinning).await;
+    // Both slots of the worker spin on a map task.
+    let started = Instant::now();
+    loop {
+        let info: JobInfo = cluster.get_json(&format!("/jobs/{job}")).await;
+        if info.map.in_progress >= 2 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{info:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let response = cluster
+        .post(&format!("/jobs/{job}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let cancelled = Instant::now();
+
+    let next = cluster.submit(&spec(&wordcount, "small/", 1)).await;
+    loop {
+        let info: JobInfo = cluster.get_json(&format!("/jobs/{next}")).await;
+        if info.state == JobState::Succeeded {
+            break;
+        }
+        assert!(
+            !info.state.is_finished(),
+            "the next job ended {:?}",
+            info.error
+        );
+        assert!(
+            cancelled.elapsed() < Duration::from_secs(120),
+            "the cancelled job still holds the slots: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "cancel to the next job's success: {:.2} s",
+        cancelled.elapsed().as_secs_f64()
+    );
+    cluster.stop().await;
+}
+
 per_backend!(
+    a_cancelled_job_frees_its_slots,
     combining_in_the_guest_on_off_and_tiny,
     range_partitioned_sort_is_a_total_order,
     wordcount_1_worker_1_reducer,

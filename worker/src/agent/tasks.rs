@@ -17,7 +17,9 @@ use crate::map::{MapInput, MapSettings, run_map};
 use crate::merge::BoxedSource;
 use crate::reduce::{ReduceSettings, run_reduce};
 use crate::runfile::SegmentReader;
-use crate::runtime::{GuestModule, TaskError, TaskLogs};
+use futures::FutureExt;
+
+use crate::runtime::{Cancel, GuestModule, TaskError, TaskLogs};
 
 const LEASE_WAIT: Duration = Duration::from_secs(20);
 
@@ -31,7 +33,7 @@ pub(crate) async fn heartbeat_loop(
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => {}
         }
-        let running: Vec<_> = agent.running.lock().unwrap().iter().copied().collect();
+        let running: Vec<_> = agent.running.lock().unwrap().keys().copied().collect();
         let holding: Vec<JobId> = agent.jobs.lock().unwrap().keys().copied().collect();
         let req = HeartbeatRequest {
             worker_id: agent.worker_id(),
@@ -51,7 +53,10 @@ pub(crate) async fn heartbeat_loop(
                     continue;
                 }
                 for attempt in response.drop {
-                    tracing::info!(attempt = %attempt, "coordinator took this attempt back; its result will be discarded");
+                    if let Some(cancel) = agent.running.lock().unwrap().get(&attempt) {
+                        tracing::info!(attempt = %attempt, "coordinator took this attempt back; stopping it");
+                        cancel.cancel();
+                    }
                 }
                 for job in response.release {
                     release_job(&agent, job);
@@ -91,12 +96,39 @@ pub(crate) async fn slot_loop(agent: Arc<Agent>, slot: u32, mut stop: watch::Rec
         match lease {
             Ok(Some(lease)) => {
                 let attempt = lease.attempt;
-                agent.running.lock().unwrap().insert(attempt);
+                let cancel = crate::runtime::Cancel::default();
+                agent
+                    .running
+                    .lock()
+                    .unwrap()
+                    .insert(attempt, cancel.clone());
                 let span =
                     tracing::info_span!("task", job_id = %lease.job, attempt = %attempt, slot);
                 let _enter = span.enter();
                 drop(_enter);
-                run_lease(&agent, &worker, lease).await;
+                // A panic while running the attempt is reported as a host
+                // failure of that attempt; the slot lives on.
+                let ran =
+                    std::panic::AssertUnwindSafe(run_lease(&agent, &worker, lease.clone(), cancel))
+                        .catch_unwind()
+                        .await;
+                if let Err(panic) = ran {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into());
+                    tracing::error!(attempt = %attempt, %message, "the attempt panicked");
+                    report(
+                        &agent,
+                        &worker,
+                        &lease,
+                        host_failure(format!(
+                            "the worker panicked running the attempt: {message}"
+                        )),
+                    )
+                    .await;
+                }
                 agent.running.lock().unwrap().remove(&attempt);
             }
             Ok(None) => {}
@@ -122,6 +154,9 @@ fn failure(err: TaskError, lease: &Lease) -> Failure {
         },
         TaskError::Host(err) => Failure::Host {
             message: format!("{err:#}"),
+        },
+        TaskError::Cancelled => Failure::Host {
+            message: "the attempt was cancelled: the coordinator took its lease back".into(),
         },
         TaskError::FetchFailed {
             source_index,
@@ -157,7 +192,7 @@ async fn module(agent: &Agent, sha256: &str) -> anyhow::Result<Arc<GuestModule>>
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-async fn run_lease(agent: &Arc<Agent>, worker: &WorkerId, lease: Lease) {
+async fn run_lease(agent: &Arc<Agent>, worker: &WorkerId, lease: Lease, cancel: Cancel) {
     let job_dir = agent.job_dir(lease.job);
     if let Err(err) = std::fs::create_dir_all(&job_dir) {
         report(
@@ -177,8 +212,8 @@ async fn run_lease(agent: &Arc<Agent>, worker: &WorkerId, lease: Lease) {
     let ended = match module(agent, &lease.module).await {
         Err(err) => host_failure(format!("loading module {}: {err:#}", lease.module)),
         Ok(module) => match lease.kind {
-            TaskKind::Map => run_map_lease(agent, &lease, module).await,
-            TaskKind::Reduce => run_reduce_lease(agent, &lease, module).await,
+            TaskKind::Map => run_map_lease(agent, &lease, module, cancel).await,
+            TaskKind::Reduce => run_reduce_lease(agent, &lease, module, cancel).await,
         },
     };
     if !agent.config.task_delay.is_zero() {
@@ -224,7 +259,12 @@ async fn report(agent: &Arc<Agent>, worker: &WorkerId, lease: &Lease, ended: End
     }
 }
 
-async fn run_map_lease(agent: &Arc<Agent>, lease: &Lease, module: Arc<GuestModule>) -> Ended {
+async fn run_map_lease(
+    agent: &Arc<Agent>,
+    lease: &Lease,
+    module: Arc<GuestModule>,
+    cancel: Cancel,
+) -> Ended {
     let TaskWork::Map {
         input,
         file_name,
@@ -252,6 +292,7 @@ async fn run_map_lease(agent: &Arc<Agent>, lease: &Lease, module: Arc<GuestModul
         sort_buffer: agent.config.sort_buffer,
         combine_buffer: crate::map::combine_buffer(lease.combine_buffer, &lease.limits),
         partitioner: Arc::new(lease.partitioner.clone()),
+        cancel,
     };
     let job_dir = agent.job_dir(lease.job);
     let output = super::shuffle::map_output_path(agent, lease.job, lease.attempt);
@@ -286,7 +327,12 @@ async fn run_map_lease(agent: &Arc<Agent>, lease: &Lease, module: Arc<GuestModul
     }
 }
 
-async fn run_reduce_lease(agent: &Arc<Agent>, lease: &Lease, module: Arc<GuestModule>) -> Ended {
+async fn run_reduce_lease(
+    agent: &Arc<Agent>,
+    lease: &Lease,
+    module: Arc<GuestModule>,
+    cancel: Cancel,
+) -> Ended {
     let TaskWork::Reduce { partition, sources } = lease.work.clone() else {
         return host_failure("reduce lease without reduce work".into());
     };
@@ -296,7 +342,7 @@ async fn run_reduce_lease(agent: &Arc<Agent>, lease: &Lease, module: Arc<GuestMo
     if let Err(err) = std::fs::create_dir_all(&dir) {
         return host_failure(format!("creating {}: {err}", dir.display()));
     }
-    let ended = reduce_in(agent, lease, module, partition, &sources, &dir).await;
+    let ended = reduce_in(agent, lease, module, partition, &sources, &dir, cancel).await;
     let _ = std::fs::remove_dir_all(&dir);
     ended
 }
@@ -308,6 +354,7 @@ async fn reduce_in(
     partition: u32,
     sources: &[protocol::worker_api::MapSource],
     dir: &std::path::Path,
+    cancel: Cancel,
 ) -> Ended {
     let fetched = fetch_all(
         agent.coordinator.http(),
@@ -334,6 +381,7 @@ async fn reduce_in(
         limits: lease.limits,
         args: lease.args.clone(),
         separator: b"\t".to_vec(),
+        cancel,
     };
     let tmp = dir.join(format!("{}.tmp", crate::local::part_name(partition)));
     let runtime = agent.runtime.clone();

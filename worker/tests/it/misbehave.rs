@@ -85,6 +85,57 @@ fn an_endless_loop_times_out() {
     assert_runtime_healthy();
 }
 
+/// A guest spinning in `map` stops soon after its attempt is cancelled (the
+/// flag the worker sets when a heartbeat drops the attempt), long before its
+/// time limit, and the runtime is fine afterwards. Prints the latency.
+#[test]
+fn a_cancelled_attempt_stops_while_the_guest_spins() {
+    let text = b"one two\nthree\n".to_vec();
+    let len = text.len() as u64;
+    let settings = MapSettings {
+        args: vec![("mode".into(), "loop".into())],
+        ..MapSettings::new(2)
+    };
+    let cancel = settings.cancel.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let module = guest(examples_wasm::MISBEHAVE);
+    let cancelled_at = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let canceller = {
+        let cancelled_at = cancelled_at.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            *cancelled_at.lock().unwrap() = Some(std::time::Instant::now());
+            cancel.cancel();
+        })
+    };
+    let report = run_map(
+        runtime(),
+        &module,
+        &settings,
+        MapInput {
+            reader: Cursor::new(text),
+            file_name: "spin.txt".into(),
+            format: InputFormat::Lines,
+            start: 0,
+            end: len,
+        },
+        dir.path(),
+        &dir.path().join("map.out"),
+    );
+    let stopped = std::time::Instant::now();
+    canceller.join().unwrap();
+    let latency = stopped - cancelled_at.lock().unwrap().expect("cancelled");
+    println!("cancel to stop: {:.1} ms", latency.as_secs_f64() * 1e3);
+    assert!(
+        matches!(report.outcome, Err(TaskError::Cancelled)),
+        "{:?}",
+        report.outcome
+    );
+    // The default limit is 10 minutes: stopping within seconds is the flag.
+    assert!(latency < Duration::from_secs(5), "{latency:?}");
+    assert_runtime_healthy();
+}
+
 #[test]
 fn unbounded_allocation_hits_the_memory_cap() {
     let limits = Limits {

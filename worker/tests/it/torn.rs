@@ -60,6 +60,7 @@ fn reduce(
         limits: Limits::default(),
         args: Vec::new(),
         separator: b"\t".to_vec(),
+        cancel: Default::default(),
     };
     let tmp = dir.join(format!("part-{partition}.tmp"));
     let module = guest(examples_wasm::WORDCOUNT);
