@@ -787,7 +787,34 @@ async fn a_cancelled_job_frees_its_slots(backend: &str) {
     cluster.stop().await;
 }
 
+/// A guest that fills the largest log a job may keep (16 MiB of stdout
+/// per task) still completes: the worker cuts the logs it reports to fit
+/// the coordinator's 2 MiB request limit, instead of retrying a refused
+/// report until the lease expires and the task runs again, forever.
+async fn the_largest_logs_still_fit_the_report(backend: &str) {
+    let cluster = TestCluster::spawn(1, backend).await;
+    let sha = cluster.upload_module(MISBEHAVE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("two-lines.txt");
+    std::fs::write(&input, "one two\nthree one\n").unwrap();
+    cluster.upload(&input, "flood/two-lines.txt").await;
+    let mut flood = spec(&sha, "flood/two-lines.txt", 1);
+    flood.args = vec![("mode".into(), "stdout".into())];
+    flood.limits.log_bytes = 16 << 20;
+    let job = cluster.submit(&flood).await;
+    let info = cluster.wait(job).await;
+    assert_eq!(info.state, JobState::Succeeded, "{:?}", info.error);
+    let attempts: Vec<AttemptInfo> = cluster.get_json(&format!("/jobs/{job}/attempts")).await;
+    assert_eq!(
+        attempts.len(),
+        2,
+        "one map and one reduce attempt: {attempts:#?}"
+    );
+    cluster.stop().await;
+}
+
 per_backend!(
+    the_largest_logs_still_fit_the_report,
     a_cancelled_job_frees_its_slots,
     combining_in_the_guest_on_off_and_tiny,
     range_partitioned_sort_is_a_total_order,

@@ -222,6 +222,54 @@ async fn run_lease(agent: &Arc<Agent>, worker: &WorkerId, lease: Lease, cancel: 
     report(agent, worker, &lease, ended).await;
 }
 
+/// Bytes of JSON the two logs of a completion may take together: the
+/// coordinator accepts request bodies of 2 MiB, and a completion that does
+/// not fit would be refused however often it is sent.
+const REPORT_LOG_BYTES: usize = 1536 << 10;
+
+/// Bytes `c` takes in a JSON string.
+fn json_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// `log` cut to its first and last characters so that it takes at most
+/// `budget` bytes as a JSON string, with a marker where it was cut.
+fn fit_log(log: String, budget: usize) -> String {
+    let total: usize = log.chars().map(json_len).sum();
+    if total <= budget {
+        return log;
+    }
+    let half = budget.saturating_sub(200) / 2;
+    let mut head_end = 0;
+    let mut used = 0;
+    for (i, c) in log.char_indices() {
+        used += json_len(c);
+        if used > half {
+            break;
+        }
+        head_end = i + c.len_utf8();
+    }
+    let mut tail_start = log.len();
+    used = 0;
+    for (i, c) in log.char_indices().rev() {
+        used += json_len(c);
+        if used > half || i < head_end {
+            break;
+        }
+        tail_start = i;
+    }
+    format!(
+        "{}\n[... {} bytes dropped so that the log fits the report ...]\n{}",
+        &log[..head_end],
+        tail_start - head_end,
+        &log[tail_start..]
+    )
+}
+
 /// Reports as `worker`, the id the lease was granted to: a worker that was
 /// declared dead (frozen, cut off) registers again under a new id while its
 /// old attempts still run, and their late reports must name the worker the
@@ -231,8 +279,8 @@ async fn report(agent: &Arc<Agent>, worker: &WorkerId, lease: &Lease, ended: End
         worker_id: worker.clone(),
         result: ended.result,
         counters: ended.counters,
-        stdout: ended.logs.stdout,
-        stderr: ended.logs.stderr,
+        stdout: fit_log(ended.logs.stdout, REPORT_LOG_BYTES / 2),
+        stderr: fit_log(ended.logs.stderr, REPORT_LOG_BYTES / 2),
     };
     // The report is retried while the coordinator is unreachable (it may be
     // restarting); the attempt id makes a repeated report harmless.
@@ -442,5 +490,28 @@ async fn reduce_in(
         result,
         counters: report.counters,
         logs: report.logs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json_size(text: &str) -> usize {
+        serde_json::to_string(text).unwrap().len() - 2
+    }
+
+    #[test]
+    fn a_log_is_cut_to_fit_its_json_budget_keeping_head_and_tail() {
+        // Control characters take six bytes each in JSON.
+        let log = format!("HEAD{}TAIL", "\u{1}x\"é".repeat(200_000));
+        let fitted = fit_log(log.clone(), 64 << 10);
+        assert!(json_size(&fitted) <= 64 << 10, "{}", json_size(&fitted));
+        assert!(fitted.starts_with("HEAD") && fitted.ends_with("TAIL"));
+        assert!(fitted.contains("bytes dropped"));
+        assert_eq!(fit_log("short".into(), 64), "short");
+        for c in ['"', '\\', '\n', '\u{1}', '\u{1f}', 'é', '€', 'a'] {
+            assert_eq!(json_len(c), json_size(&c.to_string()), "{c:?}");
+        }
     }
 }
