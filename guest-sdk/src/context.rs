@@ -49,9 +49,10 @@ impl Args {
 }
 
 /// Where [`Context::emit`] sends a pair.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 enum Route {
     /// Straight to the host, in batches.
+    #[default]
     Host,
     /// Into the combining table (a map task of a job that combines).
     Table,
@@ -64,12 +65,12 @@ enum Route {
 struct Capture {
     key: Vec<u8>,
     values: Vec<u8>,
-    count: u32,
     stray: Option<Vec<u8>>,
 }
 
 /// The task's side of the host: emits pairs, bumps counters, tells where
 /// the records come from.
+#[derive(Default)]
 pub struct Context {
     pending: Vec<u8>,
     counters: HashMap<String, i64>,
@@ -77,19 +78,6 @@ pub struct Context {
     route: Route,
     table: Option<Table>,
     capture: Capture,
-}
-
-impl Default for Context {
-    fn default() -> Self {
-        Context {
-            pending: Vec::new(),
-            counters: HashMap::new(),
-            input: String::new(),
-            route: Route::Host,
-            table: None,
-            capture: Capture::default(),
-        }
-    }
 }
 
 impl Context {
@@ -114,7 +102,6 @@ impl Context {
             Route::Capture => {
                 if key == self.capture.key.as_slice() {
                     batch::put(&mut self.capture.values, value);
-                    self.capture.count += 1;
                 } else if self.capture.stray.is_none() {
                     self.capture.stray = Some(key.to_vec());
                 }
@@ -185,8 +172,7 @@ impl Context {
         };
         for mut slot in table.drain() {
             // The table's own encoding: it cannot be malformed.
-            let count = slot.count;
-            let runs = slot.runs();
+            let (runs, count) = slot.take_runs();
             let _ = self.emit_runs(&slot.key, &runs, count);
         }
     }
@@ -201,18 +187,17 @@ impl Context {
     }
 
     /// Runs the job's `combine` on one key's values (a run batch of
-    /// `count` values), returning what it emitted as a value batch.
+    /// `count` values), returning the values it emitted as a value batch.
     pub(crate) fn run_combine<J: crate::Job>(
         &mut self,
         job: &mut J,
         key: &[u8],
         runs: &[u8],
         count: u32,
-    ) -> Result<(Vec<u8>, u32)> {
+    ) -> Result<Vec<u8>> {
         let route = std::mem::replace(&mut self.route, Route::Capture);
         self.capture.key.clear();
         self.capture.key.extend_from_slice(key);
-        self.capture.count = 0;
         self.capture.stray = None;
         let mut given = Values::from_runs(runs, count);
         let result = job.combine(key, &mut given, self);
@@ -227,8 +212,7 @@ impl Context {
                 String::from_utf8_lossy(key)
             )));
         }
-        let count = std::mem::replace(&mut self.capture.count, 0);
-        Ok((std::mem::take(&mut self.capture.values), count))
+        Ok(std::mem::take(&mut self.capture.values))
     }
 
     fn flush_pairs(&mut self) {

@@ -88,7 +88,7 @@ fn settle<J: Job>(job: &mut J, ctx: &mut Context) -> crate::Result {
         let Some((runs, count)) = ctx.table_mut().and_then(|t| t.take_values(&key)) else {
             continue;
         };
-        let (combined, _) = ctx.run_combine(job, &key, &runs, count)?;
+        let combined = ctx.run_combine(job, &key, &runs, count)?;
         if let Some(table) = ctx.table_mut() {
             table.put_values(&key, &combined);
         }
@@ -106,10 +106,9 @@ fn empty_table<J: Job>(job: &mut J, ctx: &mut Context) -> crate::Result {
         return Ok(());
     };
     for mut slot in table.drain() {
-        let count = slot.count;
-        let runs = slot.runs();
+        let (runs, count) = slot.take_runs();
         if count > 1 {
-            let (combined, _) = ctx.run_combine(job, &slot.key, &runs, count)?;
+            let combined = ctx.run_combine(job, &slot.key, &runs, count)?;
             ctx.emit_values(&slot.key, &combined)?;
         } else {
             ctx.emit_runs(&slot.key, &runs, count)?;

@@ -97,12 +97,12 @@ impl Slot {
         8 + len
     }
 
-    /// Every value as a run batch, leaving the slot empty (read `count`
-    /// first).
-    pub(crate) fn runs(&mut self) -> Vec<u8> {
+    /// Every value as a run batch, and their number, leaving the slot
+    /// empty.
+    pub(crate) fn take_runs(&mut self) -> (Vec<u8>, u32) {
         self.close_run();
-        self.count = 0;
-        std::mem::take(&mut self.packed)
+        let count = std::mem::replace(&mut self.count, 0);
+        (std::mem::take(&mut self.packed), count)
     }
 }
 
@@ -191,10 +191,12 @@ impl Table {
         if slot.count <= 1 {
             return None;
         }
-        let count = slot.count;
-        let runs = slot.runs();
-        self.bytes -= runs.len().min(self.bytes);
-        Some((runs, count))
+        // What the table counted for the slot: the packed runs, not the
+        // open run that `take_runs` packs on the way out.
+        let counted = slot.packed.len();
+        let taken = slot.take_runs();
+        self.bytes -= counted;
+        Some(taken)
     }
 
     /// Puts what combining a key's values gave back (a value batch).
@@ -331,8 +333,11 @@ mod tests {
         let the = slots.iter_mut().find(|s| &*s.key == b"the").unwrap();
         assert_eq!(the.count, 1);
         assert_eq!(
-            the.runs(),
-            [&[4, 0, 0, 0][..], b"1024", &1u32.to_le_bytes()].concat()
+            the.take_runs(),
+            (
+                [&[4, 0, 0, 0][..], b"1024", &1u32.to_le_bytes()].concat(),
+                1
+            )
         );
         assert!(!t.over_budget());
     }
@@ -359,6 +364,18 @@ mod tests {
         assert!(!t.has_ripe(), "not ripe again before twice the values");
         t.add(b"k", b"one more");
         assert!(t.has_ripe());
+    }
+
+    #[test]
+    fn taking_a_keys_values_gives_back_what_they_were_counted() {
+        let mut t = Table::new(1 << 20);
+        for v in [b"a", b"a", b"b"] {
+            t.add(b"k", v);
+        }
+        // "a" twice is a packed run of 9 bytes; "b" is the open run.
+        assert_eq!(t.bytes, 1 + SLOT_OVERHEAD + 9);
+        t.take_values(b"k").unwrap();
+        assert_eq!(t.bytes, 1 + SLOT_OVERHEAD);
     }
 
     #[test]

@@ -101,7 +101,8 @@ pub struct Lease {
     /// `combine_buffer`, or the default when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub combine_buffer: Option<u64>,
-    /// How map output keys are assigned to partitions.
+    /// How map output keys are assigned to partitions (for map leases; a
+    /// reduce lease carries the default, which it does not use).
     #[serde(default)]
     pub partitioner: crate::Partitioner,
     /// Guest arguments.

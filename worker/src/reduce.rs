@@ -14,7 +14,7 @@ use crate::map::TaskReport;
 use crate::merge::{BoxedSource, Fill, Grouper, Merge, RecordSource};
 use crate::runtime::{
     Cancel, CommandSpec, Guest, GuestModule, LineSink, PairSink, Runtime, SinkError, SourceError,
-    TaskError, TaskLogs, TaskPlan,
+    TaskError, TaskLogs, TaskPlan, io_task_error,
 };
 
 /// Group-batch bytes per `reduce` call; a key with more values than fit
@@ -113,12 +113,6 @@ impl<S: RecordSource> RecordSource for Tagged<S> {
     }
 }
 
-/// The task error for an I/O error met while merging: an error tagged with
-/// its segment names the map task whose output must be produced again.
-pub(crate) fn merge_error(err: io::Error) -> TaskError {
-    crate::runtime::io_task_error(err)
-}
-
 /// Runs one reduce task attempt over `segments` (one sorted stream per map
 /// task, in map task order) and writes the output to `tmp_output`.
 pub fn run_reduce(
@@ -195,7 +189,7 @@ fn reduce_with(
             .expect("reduce input in place");
         let fill = grouper
             .fill(&mut batch, REDUCE_BATCH_BYTES, true)
-            .map_err(merge_error)?;
+            .map_err(io_task_error)?;
         if !batch.is_empty() {
             settings.cancel.check()?;
             guest.reduce(&batch, fill != Fill::Partial)?;
@@ -207,7 +201,7 @@ fn reduce_with(
                 let grouper = guest
                     .values_mut::<Grouper<BoxedSource>>()
                     .expect("reduce input in place");
-                grouper.skip_rest_of_group().map_err(merge_error)?;
+                grouper.skip_rest_of_group().map_err(io_task_error)?;
             }
         }
     })();
@@ -272,7 +266,7 @@ fn reduce_streaming(
     let run = runtime.run_command(module, &spec, ReduceLines { writer }, |mut stdin| {
         let mut merge = merged(segments);
         let mut last_key: Vec<u8> = Vec::new();
-        while merge.advance().map_err(merge_error)? {
+        while merge.advance().map_err(io_task_error)? {
             let key = merge.key();
             if records == 0 || key != last_key.as_slice() {
                 groups += 1;

@@ -240,7 +240,7 @@ macro_rules! store_impl {
         /// Jobs with a task to start, the one leased least recently first
         /// (jobs take turns, so they share the workers).
         const LEASE_JOBS: &str = "SELECT j.id, CASE WHEN j.state = 'mapping' THEN 'map' ELSE 'reduce' END AS kind, \
-             j.spec, j.token, j.partitioner \
+             j.spec, j.token \
              FROM jobs j WHERE j.state IN ('mapping', 'reducing') AND EXISTS (SELECT 1 FROM tasks t \
                WHERE t.job_id = j.id AND t.state = 'idle' \
                AND t.kind = CASE WHEN j.state = 'mapping' THEN 'map' ELSE 'reduce' END) \
@@ -842,10 +842,10 @@ macro_rules! store_impl {
 
             async fn lease(&self, worker: &WorkerId, now: i64, liveness: Liveness) -> StoreResult<Option<Lease>> {
                 let mut tx = self.pool.begin().await?;
-                let jobs: Vec<(i64, String, String, String, String)> = sqlx::query_as(LEASE_JOBS).fetch_all(&mut *tx).await?;
+                let jobs: Vec<(i64, String, String, String)> = sqlx::query_as(LEASE_JOBS).fetch_all(&mut *tx).await?;
                 let mut picked: Option<(i64, i64, String, i32, String)> = None;
                 let mut job_doc = None;
-                for (job, kind, spec, token, partitioner) in jobs {
+                for (job, kind, spec, token) in jobs {
                     picked = sqlx::query_as(LEASE_CANDIDATE)
                         .bind(&worker.0)
                         .bind(now + liveness.lease_ms)
@@ -855,7 +855,7 @@ macro_rules! store_impl {
                         .fetch_optional(&mut *tx)
                         .await?;
                     if picked.is_some() {
-                        job_doc = Some((spec, token, partitioner));
+                        job_doc = Some((spec, token));
                         break;
                     }
                 }
@@ -902,18 +902,30 @@ macro_rules! store_impl {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                let (spec, token, partitioner): (String, String, String) = match job_doc {
+                let (spec, token): (String, String) = match job_doc {
                     Some(doc) => doc,
                     None => {
-                        sqlx::query_as("SELECT spec, token, partitioner FROM jobs WHERE id = $1")
+                        sqlx::query_as("SELECT spec, token FROM jobs WHERE id = $1")
                             .bind(job)
                             .fetch_one(&mut *tx)
                             .await?
                     }
                 };
                 let spec: JobSpec = serde_json::from_str(&spec)?;
-                let partitioner: Partitioner = serde_json::from_str(&partitioner)?;
                 let kind = parse::<TaskKind>(&kind)?;
+                // Only map tasks partition; a range partitioner's split
+                // points (R - 1 keys) are read for them alone, not with
+                // every job a lease looks at.
+                let partitioner: Partitioner = match kind {
+                    TaskKind::Map => {
+                        let text: String = sqlx::query_scalar("SELECT partitioner FROM jobs WHERE id = $1")
+                            .bind(job)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        serde_json::from_str(&text)?
+                    }
+                    TaskKind::Reduce => Partitioner::Hash,
+                };
                 let work = match kind {
                     TaskKind::Map => {
                         let doc: MapInputDoc = serde_json::from_str(&input)?;
