@@ -50,6 +50,8 @@ export default async function submitPage(main, { query }, ctx) {
     field('limits.memory_mib', 'Memory limit (MiB)', num(512)),
     field('limits.timeout_secs', 'Time limit per attempt (s)', num(600)),
     field('limits.log_bytes', 'Log bytes kept', num(64 << 10)),
+    field('limits.record_bytes', 'Longest record (bytes)', num(8 << 20), 'A longer input line fails its map task, naming the file and offset. 8388608 = 8 MiB.'),
+    field('limits.output_bytes', 'Largest reduce output (bytes)', num(64 * 2 ** 30), 'Per reduce task. 68719476736 = 64 GiB.'),
     field('max_attempts', 'Max attempts per task', num(4), 'Guest failures a task may have before the job fails.'),
   ];
   const byName = new Map(fields.map((f) => [f.name, f]));
@@ -156,6 +158,8 @@ export default async function submitPage(main, { query }, ctx) {
         memory_mib: whole('limits.memory_mib'),
         timeout_secs: whole('limits.timeout_secs'),
         log_bytes: whole('limits.log_bytes'),
+        record_bytes: whole('limits.record_bytes'),
+        output_bytes: whole('limits.output_bytes'),
       },
       max_attempts: whole('max_attempts'),
     };

@@ -36,6 +36,7 @@ fn noop_job(maps: usize) -> NewJob {
                 file_name: "bench".into(),
                 start: i as u64,
                 end: i as u64 + 1,
+                size: Some(maps as u64),
             })
             .collect(),
         token: "t".into(),

@@ -116,6 +116,7 @@ impl Client {
 
     /// Uploads a local file as dataset `dest` (streamed).
     pub async fn upload_file(&self, path: &Path, dest: &str) -> anyhow::Result<DatasetFile> {
+        protocol::dataset::check_path(dest).map_err(|e| anyhow::anyhow!("{e}"))?;
         let file = tokio::fs::File::open(path)
             .await
             .with_context(|| format!("opening {}", path.display()))?;
@@ -125,7 +126,7 @@ impl Client {
         ));
         let response = self
             .http
-            .put(self.url(&format!("/datasets/{dest}")))
+            .put(self.url(&format!("/datasets/{}", protocol::dataset::url_path(dest))))
             .bearer_auth(&self.token)
             .body(body)
             .send()
@@ -152,7 +153,9 @@ impl Client {
             .await??
         };
         let dest = format!("inputs/{}/{name}", &digest[..16]);
-        let existing: Vec<DatasetFile> = self.get_json(&format!("/datasets?prefix={dest}")).await?;
+        let existing: Vec<DatasetFile> = self
+            .get_json(&format!("/datasets?prefix={}", urlencode(&dest)))
+            .await?;
         if !existing.iter().any(|f| f.path == dest) {
             self.upload_file(path, &dest).await?;
         }
@@ -296,13 +299,5 @@ impl Client {
 
 /// Percent-encodes a query value.
 fn urlencode(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }

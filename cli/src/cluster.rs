@@ -61,7 +61,8 @@ pub struct WorkerArgs {
     /// Map outputs and the module cache.
     #[arg(long, default_value = "quern-worker-data")]
     data_dir: PathBuf,
-    /// Milliseconds added to every task (simulates a slow machine).
+    /// Milliseconds a finished task waits before it reports (simulates a
+    /// straggler; the wait ends early if the coordinator drops the attempt).
     #[arg(long, default_value_t = 0, hide = true)]
     simulate_slow_ms: u64,
 }

@@ -45,6 +45,13 @@ pub struct JobOptions {
     /// Time limit per task attempt in seconds.
     #[arg(long, default_value_t = Limits::default().timeout_secs)]
     pub timeout_secs: u64,
+    /// Longest input record (line) a map task reads, e.g. 64MiB; a longer
+    /// one fails the task naming its file and offset.
+    #[arg(long, value_parser = parse_size, default_value = "8MiB")]
+    pub max_record_bytes: u64,
+    /// Largest output one reduce task may write, e.g. 100GiB.
+    #[arg(long, value_parser = parse_size, default_value = "64GiB")]
+    pub max_output_bytes: u64,
 }
 
 impl JobOptions {
@@ -61,6 +68,8 @@ impl JobOptions {
         Limits {
             memory_mib: self.memory_mib,
             timeout_secs: self.timeout_secs,
+            record_bytes: self.max_record_bytes,
+            output_bytes: self.max_output_bytes,
             ..Limits::default()
         }
     }

@@ -9,6 +9,7 @@ use crate::{
 
 /// Every error response: `{"error": {"code": "...", "message": "...", "field": ...}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
@@ -16,6 +17,7 @@ pub struct ErrorBody {
 
 /// What went wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// `not_found`, `conflict`, `bad_request`, `invalid_spec`, `unauthorized`,
     /// `payload_too_large`, `internal`.
@@ -29,6 +31,7 @@ pub struct ErrorDetail {
 
 /// A stored module.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModuleInfo {
     /// sha256 of the bytes, in hex: the module's id.
     pub sha256: String,
@@ -47,6 +50,7 @@ pub struct ModuleInfo {
 
 /// A stored input file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DatasetFile {
     /// Its path, e.g. `books/pg-grimm.txt`.
     pub path: String,
@@ -58,6 +62,7 @@ pub struct DatasetFile {
 
 /// Task counts of one kind by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PhaseProgress {
     /// All tasks of the kind.
     pub total: u64,
@@ -73,6 +78,7 @@ pub struct PhaseProgress {
 
 /// A job as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobInfo {
     /// Its id.
     pub id: JobId,
@@ -98,6 +104,7 @@ pub struct JobInfo {
 
 /// A task as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskInfo {
     /// Its id.
     pub id: TaskId,
@@ -119,6 +126,7 @@ pub struct TaskInfo {
 
 /// An attempt as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttemptInfo {
     /// Its id.
     pub id: AttemptId,
@@ -146,6 +154,7 @@ pub struct AttemptInfo {
 
 /// An attempt's captured logs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttemptLogs {
     /// Guest stdout (capped).
     pub stdout: String,
@@ -155,6 +164,7 @@ pub struct AttemptLogs {
 
 /// A worker as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkerInfo {
     /// Its id.
     pub id: WorkerId,
@@ -172,6 +182,7 @@ pub struct WorkerInfo {
 
 /// A committed output file of a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OutputFile {
     /// `part-r-00000`.
     pub name: String,

@@ -32,8 +32,15 @@ pub const REDUCE_OUTPUT_RECORDS: &str = "reduce output records";
 /// Bytes a reduce task wrote.
 pub const REDUCE_OUTPUT_BYTES: &str = "reduce output bytes";
 
+/// Distinct counters a guest may keep in one task.
+pub const MAX_GUEST_COUNTERS: usize = 1000;
+/// Distinct counters one task report may carry: the guest's and the
+/// built-in ones.
+pub const MAX_REPORTED: usize = MAX_GUEST_COUNTERS + 64;
+
 /// Counter name to value. Ordered so that listings are stable.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct Counters(pub BTreeMap<String, i64>);
 

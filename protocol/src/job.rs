@@ -11,6 +11,7 @@ pub const MAX_REDUCERS: u32 = 10_000;
 
 /// How input files become records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum InputFormat {
     /// One record per line: key = the line's byte offset in decimal, value =
@@ -47,6 +48,7 @@ impl std::str::FromStr for InputFormat {
 
 /// How the job's module is driven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum JobMode {
     /// The module is a component of the `quern:job` world: the host calls
@@ -105,6 +107,7 @@ impl std::str::FromStr for JobMode {
 
 /// What an uploaded module is, found by inspecting it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum ModuleKind {
     /// A component implementing the `quern:job` world.
@@ -149,6 +152,7 @@ impl std::str::FromStr for ModuleKind {
 /// user asks for it (the coordinator turns `range` into a
 /// [`crate::Partitioner`] with split points sampled from the input).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum PartitionBy {
     /// By hash of the key: even partitions, no order between them.
@@ -190,11 +194,17 @@ pub const SAMPLE_CHUNKS: u64 = 200;
 /// See [`SAMPLE_CHUNKS`].
 pub const SAMPLE_CHUNK_BYTES: u64 = 32 << 10;
 
+/// Most input patterns a job may name.
+pub const MAX_INPUTS: usize = 4096;
+/// Longest input pattern, in bytes.
+pub const MAX_INPUT_BYTES: usize = 1024;
+
 /// Smallest combine buffer a job may ask for.
 pub const MIN_COMBINE_BUFFER: u64 = 1 << 10;
 
 /// Per-task sandbox limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Cap on the guest's linear memory, in MiB.
@@ -203,6 +213,12 @@ pub struct Limits {
     pub timeout_secs: u64,
     /// Bytes of stdout and of stderr kept as the task's log.
     pub log_bytes: u64,
+    /// Longest input record (a line, or a whole file) a map task reads; a
+    /// longer one fails the task, naming the file and offset, before it is
+    /// buffered.
+    pub record_bytes: u64,
+    /// Largest output one reduce task may write (and stage).
+    pub output_bytes: u64,
 }
 
 impl Default for Limits {
@@ -211,12 +227,22 @@ impl Default for Limits {
             memory_mib: 512,
             timeout_secs: 600,
             log_bytes: 64 << 10,
+            record_bytes: DEFAULT_RECORD_BYTES,
+            output_bytes: DEFAULT_OUTPUT_BYTES,
         }
     }
 }
 
+/// Default longest record: 8 MiB.
+pub const DEFAULT_RECORD_BYTES: u64 = 8 << 20;
+/// Largest record limit a job may set: 1 GiB (the whole-file format's cap).
+pub const MAX_RECORD_BYTES: u64 = 1 << 30;
+/// Default largest output of one reduce task: 64 GiB.
+pub const DEFAULT_OUTPUT_BYTES: u64 = 64 << 30;
+
 /// A job as submitted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// The module's sha256, in lowercase hex.
@@ -332,6 +358,18 @@ impl JobSpec {
         if let Some(bad) = self.inputs.iter().find(|i| i.trim().is_empty()) {
             return reject("inputs", format!("empty input path {bad:?}"));
         }
+        if self.inputs.len() > MAX_INPUTS {
+            return reject("inputs", format!("at most {MAX_INPUTS} input patterns"));
+        }
+        if let Some(long) = self.inputs.iter().find(|i| i.len() > MAX_INPUT_BYTES) {
+            return reject(
+                "inputs",
+                format!(
+                    "an input pattern may be at most {MAX_INPUT_BYTES} bytes, one is {}",
+                    long.len()
+                ),
+            );
+        }
         if self.reducers == 0 || self.reducers > MAX_REDUCERS {
             return reject("reducers", format!("must be between 1 and {MAX_REDUCERS}"));
         }
@@ -352,6 +390,15 @@ impl JobSpec {
         }
         if self.limits.log_bytes > 16 << 20 {
             return reject("limits.log_bytes", "must be at most 16 MiB");
+        }
+        if self.limits.record_bytes < 1024 || self.limits.record_bytes > MAX_RECORD_BYTES {
+            return reject(
+                "limits.record_bytes",
+                format!("must be between 1024 and {MAX_RECORD_BYTES}"),
+            );
+        }
+        if self.limits.output_bytes < 1024 {
+            return reject("limits.output_bytes", "must be at least 1024");
         }
         if self.combine_buffer.is_some_and(|b| b < MIN_COMBINE_BUFFER) {
             return reject(

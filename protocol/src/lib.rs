@@ -6,9 +6,11 @@
 
 pub mod api;
 pub mod counters;
+pub mod dataset;
 pub mod ids;
 pub mod job;
 pub mod partition;
+pub mod range;
 pub mod split;
 pub mod state;
 pub mod worker_api;

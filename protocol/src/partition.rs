@@ -27,6 +27,7 @@ pub fn partition_for(key: &[u8], reducers: u32) -> u32 {
 
 /// How a job's map output keys are assigned to its R reduce partitions.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Partitioner {
     /// `fnv1a32(key) mod R`: keys spread evenly, no order between
@@ -40,6 +41,7 @@ pub enum Partitioner {
     Range {
         /// The R - 1 split points.
         #[serde(with = "hex_keys")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
         split_points: Vec<Vec<u8>>,
     },
 }
@@ -181,6 +183,7 @@ pub fn part_name(partition: u32) -> String {
 
 /// One partition's place in a map-output file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PartitionIndex {
     /// Byte offset of the partition's first block.
     pub offset: u64,
@@ -192,6 +195,7 @@ pub struct PartitionIndex {
 
 /// The index of a map-output file: partition `p` of the job is entry `p`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MapOutputIndex {
     /// One entry per reduce partition, in partition order.
     pub partitions: Vec<PartitionIndex>,
@@ -207,11 +211,65 @@ impl MapOutputIndex {
     pub fn total_records(&self) -> u64 {
         self.partitions.iter().map(|p| p.records).sum()
     }
+
+    /// Checks that the index can describe a map-output file of a job with
+    /// `reducers` partitions: one entry per partition, back to back from
+    /// offset 0 (as the file format lays them out), with no offset or
+    /// length past `u64`. Returns the bytes the partitions take.
+    pub fn check(&self, reducers: u32) -> Result<u64, String> {
+        if self.partitions.len() != reducers as usize {
+            return Err(format!(
+                "map output has {} partitions, the job has {reducers} reducers",
+                self.partitions.len()
+            ));
+        }
+        let mut end: u64 = 0;
+        for (i, p) in self.partitions.iter().enumerate() {
+            if p.offset != end {
+                return Err(format!(
+                    "map output partition {i} starts at byte {}, not where partition {} ends ({end})",
+                    p.offset,
+                    i.saturating_sub(1)
+                ));
+            }
+            end = p
+                .offset
+                .checked_add(p.length)
+                .ok_or_else(|| format!("map output partition {i} ends past 2^64 bytes"))?;
+        }
+        Ok(end)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_index_must_be_back_to_back_from_zero() {
+        let part = |offset, length| PartitionIndex {
+            offset,
+            length,
+            records: 1,
+        };
+        let good = MapOutputIndex {
+            partitions: vec![part(0, 10), part(10, 0), part(10, 5)],
+        };
+        assert_eq!(good.check(3), Ok(15));
+        assert!(good.check(2).unwrap_err().contains("3 partitions"));
+        let gap = MapOutputIndex {
+            partitions: vec![part(0, 10), part(11, 5)],
+        };
+        assert!(gap.check(2).unwrap_err().contains("starts at byte 11"));
+        let huge = MapOutputIndex {
+            partitions: vec![part(0, u64::MAX), part(u64::MAX, 2)],
+        };
+        assert!(huge.check(2).unwrap_err().contains("2^64"));
+        let late = MapOutputIndex {
+            partitions: vec![part(u64::MAX - 1, 1)],
+        };
+        assert!(late.check(1).is_err());
+    }
 
     #[test]
     fn fnv1a32_matches_published_vectors() {

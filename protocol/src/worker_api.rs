@@ -8,6 +8,7 @@ use crate::{
 
 /// A worker introduces itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterRequest {
     /// Base URL of its map-output server, e.g. `http://10.0.0.5:7879`.
     pub address: String,
@@ -17,6 +18,7 @@ pub struct RegisterRequest {
 
 /// The coordinator's answer to a registration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterResponse {
     /// The id to use from now on.
     pub worker_id: WorkerId,
@@ -26,6 +28,7 @@ pub struct RegisterResponse {
 
 /// A worker asks for work, waiting up to `wait_ms` for some.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseRequest {
     /// Who asks.
     pub worker_id: WorkerId,
@@ -35,6 +38,7 @@ pub struct LeaseRequest {
 
 /// Where a reducer fetches one map task's partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MapSource {
     /// The map task.
     pub map_task: TaskId,
@@ -54,6 +58,7 @@ pub struct MapSource {
 
 /// What a leased task does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TaskWork {
     /// Read `start..end` of `input` and write a map-output file.
@@ -66,6 +71,10 @@ pub enum TaskWork {
         start: u64,
         /// Split end.
         end: u64,
+        /// The file's size when the job was planned: a worker that finds
+        /// another size fails the task instead of reading a changed file.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
         /// Input format.
         format: InputFormat,
     },
@@ -80,6 +89,7 @@ pub enum TaskWork {
 
 /// A task handed to a worker. Only this attempt is listened to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Lease {
     /// The attempt.
     pub attempt: AttemptId,
@@ -117,6 +127,7 @@ pub struct Lease {
 
 /// Periodic liveness report; renews the leases of `running`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatRequest {
     /// Who reports.
     pub worker_id: WorkerId,
@@ -128,6 +139,7 @@ pub struct HeartbeatRequest {
 
 /// What the worker must stop doing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatResponse {
     /// Attempts that no longer hold their lease: stop and discard them.
     pub drop: Vec<AttemptId>,
@@ -142,6 +154,7 @@ pub struct HeartbeatResponse {
 /// (not `kind`) because it travels inside `AttemptResult`, whose tag is
 /// `kind`: `{"kind": "failed", "failure": "guest", "message": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "failure", rename_all = "snake_case")]
 pub enum Failure {
     /// The guest failed: counts toward `max_attempts`.
@@ -165,6 +178,7 @@ pub enum Failure {
 
 /// How an attempt ended, from the worker's side.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AttemptResult {
     /// A map-output file is ready on the worker.
@@ -185,6 +199,7 @@ pub enum AttemptResult {
 
 /// A worker reports an attempt's end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CompleteRequest {
     /// Who reports.
     pub worker_id: WorkerId,
@@ -200,6 +215,7 @@ pub struct CompleteRequest {
 
 /// Whether the coordinator took the result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CompleteResponse {
     /// False: the attempt no longer held its lease; its result was
     /// discarded and the worker must delete what it produced.

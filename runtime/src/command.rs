@@ -25,6 +25,7 @@ use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError, Stream
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::host::{HostFailure, MAX_FIELD_BYTES, MemoryLimiter, SinkError};
+use super::sleep::{HasStop, Stop};
 use super::{GuestError, LogPipe, TaskError, TaskLogs, classify};
 use protocol::Limits;
 
@@ -49,6 +50,13 @@ pub(crate) struct CommandState {
     p2: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
+    stop: Stop,
+}
+
+impl HasStop for CommandState {
+    fn stop(&self) -> &Stop {
+        &self.stop
+    }
 }
 
 impl CommandState {
@@ -257,13 +265,8 @@ impl<S: LineSink> LineState<S> {
             .sink
             .as_mut()
             .expect("the sink stays while the command runs");
-        match sink.line(line, self.lines) {
-            Ok(()) => Ok(()),
-            Err(SinkError::BadOutput(msg)) => {
-                Err(self.fail(HostFailure::Guest(GuestError::BadOutput(msg))))
-            }
-            Err(SinkError::Io(err)) => Err(self.fail(HostFailure::Io(err))),
-        }
+        sink.line(line, self.lines)
+            .map_err(|err| self.fail(err.into()))
     }
 
     fn fail(&mut self, failure: HostFailure) -> String {
@@ -428,27 +431,29 @@ impl super::Runtime {
             cap: memory_cap,
             hit: false,
         };
+        let stop = Stop::after(
+            std::time::Duration::from_secs(spec.limits.timeout_secs),
+            spec.cancel.clone(),
+        );
         let state = match pre {
             CommandPreKind::P1(_) => CommandState {
                 p1: builder.build_p1(),
                 p2: WasiCtxBuilder::new().build(),
                 table: ResourceTable::new(),
                 limiter,
+                stop: stop.clone(),
             },
             CommandPreKind::P2(_) => CommandState {
                 p1: WasiCtxBuilder::new().build_p1(),
                 p2: builder.build(),
                 table: ResourceTable::new(),
                 limiter,
+                stop: stop.clone(),
             },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        super::arm_limits(
-            &mut store,
-            std::time::Duration::from_secs(spec.limits.timeout_secs),
-            spec.cancel.clone(),
-        );
+        super::arm_limits(&mut store, &stop);
 
         let writer = StdinWriter { tx };
         let (command_result, produced) = std::thread::scope(|scope| {

@@ -51,6 +51,27 @@ pub enum GuestError {
     /// The guest emitted something the host cannot accept.
     #[error("the guest's output is invalid: {0}")]
     BadOutput(String),
+    /// An input record is longer than the job allows; the input, not the
+    /// guest, is at fault, but running again cannot help either.
+    #[error(
+        "the record at byte {offset} of {file} is longer than the job's limit of {limit} bytes (limits.record_bytes; --max-record-bytes)"
+    )]
+    RecordTooLong {
+        /// The input file.
+        file: String,
+        /// Where the record starts in it.
+        offset: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A reduce task's output grew past the job's limit.
+    #[error(
+        "the task's output grew past the job's limit of {limit} bytes (limits.output_bytes; --max-output-bytes)"
+    )]
+    OutputTooLarge {
+        /// The limit.
+        limit: u64,
+    },
 }
 
 /// A module cannot be used as a job.

@@ -12,6 +12,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::GuestError;
+use crate::sleep::{HasStop, Stop};
 
 wasmtime::component::bindgen!({
     path: "../guest-sdk/wit",
@@ -22,7 +23,7 @@ wasmtime::component::bindgen!({
 /// Largest key or value a guest may emit: 256 MiB.
 pub const MAX_FIELD_BYTES: usize = 256 << 20;
 /// Most distinct counters one task may keep.
-const MAX_COUNTERS: usize = 1000;
+const MAX_COUNTERS: usize = protocol::counters::MAX_GUEST_COUNTERS;
 /// Bytes of values handed out per `next-values` call.
 pub const VALUES_BATCH_BYTES: usize = 256 << 10;
 
@@ -47,11 +48,23 @@ pub enum SinkError {
     BadOutput(String),
     /// Writing it failed on the host.
     Io(io::Error),
+    /// Taking it would break a job limit (the output size).
+    Limit(GuestError),
 }
 
 impl From<io::Error> for SinkError {
     fn from(err: io::Error) -> Self {
         SinkError::Io(err)
+    }
+}
+
+impl From<SinkError> for HostFailure {
+    fn from(err: SinkError) -> Self {
+        match err {
+            SinkError::BadOutput(msg) => HostFailure::Guest(GuestError::BadOutput(msg)),
+            SinkError::Limit(err) => HostFailure::Guest(err),
+            SinkError::Io(err) => HostFailure::Io(err),
+        }
     }
 }
 
@@ -105,11 +118,19 @@ pub struct TaskState {
     pub(crate) partial_open: bool,
     pub(crate) counters: Counters,
     pub(crate) failure: Option<HostFailure>,
+    stop: Stop,
+}
+
+impl HasStop for TaskState {
+    fn stop(&self) -> &Stop {
+        &self.stop
+    }
 }
 
 impl TaskState {
-    pub(crate) fn new(wasi: WasiCtx, memory_cap: usize) -> Self {
+    pub(crate) fn new(wasi: WasiCtx, memory_cap: usize, stop: Stop) -> Self {
         TaskState {
+            stop,
             wasi,
             table: ResourceTable::new(),
             limiter: MemoryLimiter {
@@ -163,12 +184,8 @@ impl quern::job::host::Host for TaskState {
                     return Err(self.refuse(HostFailure::Guest(GuestError::BadOutput(msg))));
                 }
             };
-            match self.accept(key, value) {
-                Ok(()) => {}
-                Err(SinkError::BadOutput(msg)) => {
-                    return Err(self.refuse(HostFailure::Guest(GuestError::BadOutput(msg))));
-                }
-                Err(SinkError::Io(err)) => return Err(self.refuse(HostFailure::Io(err))),
+            if let Err(err) = self.accept(key, value) {
+                return Err(self.refuse(err.into()));
             }
         }
         Ok(())

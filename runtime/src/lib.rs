@@ -9,6 +9,7 @@ mod command;
 mod error;
 mod host;
 mod logs;
+mod sleep;
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ pub use host::{MAX_FIELD_BYTES, PairSink, SinkError, VALUES_BATCH_BYTES, ValueSo
 pub use logs::{LogPipe, TaskLogs};
 
 use host::{GuestInfo, InputInfo, Job, JobPre, Phase, TaskInfo};
+use sleep::Stop;
 
 /// The version of the job contract this runtime implements.
 pub const CONTRACT: &str = "quern:job@0.2.0";
@@ -81,8 +83,8 @@ impl std::error::Error for CancelledTrap {}
 /// Arms a store's time limit and cancel flag: the epoch callback runs every
 /// `EPOCH_TICK` while wasm code runs and ends the call once the wall-clock
 /// deadline has passed or the flag is set.
-fn arm_limits<T>(store: &mut Store<T>, timeout: Duration, cancel: Cancel) {
-    let deadline = std::time::Instant::now() + timeout;
+fn arm_limits<T>(store: &mut Store<T>, stop: &Stop) {
+    let Stop { deadline, cancel } = stop.clone();
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
         if cancel.is_cancelled() {
@@ -242,9 +244,11 @@ impl Runtime {
             .map_err(|e| anyhow::anyhow!(describe(&e)))?;
         Job::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| anyhow::anyhow!(describe(&e)))?;
+        sleep::bound_sleeps(&mut linker).map_err(|e| anyhow::anyhow!(describe(&e)))?;
         let mut command_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut command_linker)
             .map_err(|e| anyhow::anyhow!(describe(&e)))?;
+        sleep::bound_sleeps(&mut command_linker).map_err(|e| anyhow::anyhow!(describe(&e)))?;
         let mut core_linker = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut core_linker, CommandState::p1)
             .map_err(|e| anyhow::anyhow!(describe(&e)))?;
@@ -436,13 +440,13 @@ impl Runtime {
             .allow_ip_name_lookup(false)
             .build();
         let memory_cap = usize::try_from(limits.memory_mib << 20).unwrap_or(usize::MAX);
-        let mut store = Store::new(&self.engine, TaskState::new(wasi, memory_cap));
-        store.limiter(|state| &mut state.limiter);
-        arm_limits(
-            &mut store,
+        let stop = Stop::after(
             Duration::from_secs(limits.timeout_secs),
             task.cancel.clone(),
         );
+        let mut store = Store::new(&self.engine, TaskState::new(wasi, memory_cap, stop.clone()));
+        store.limiter(|state| &mut state.limiter);
+        arm_limits(&mut store, &stop);
 
         let mut guest = match pre.instantiate(&mut store) {
             Ok(job) => Guest {

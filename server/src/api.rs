@@ -1,5 +1,7 @@
 //! The REST API under `/api/v1`: one file per resource, each with its own
-//! router; user routes and worker routes carry different tokens.
+//! router; user routes and worker routes carry different tokens. Every
+//! operation is described by its `#[utoipa::path]`; the OpenAPI 3.1
+//! document is assembled from them and served at `/api/v1/openapi.json`.
 
 pub(crate) mod datasets;
 mod jobs;
@@ -7,15 +9,52 @@ mod modules;
 mod worker;
 mod workers;
 
-use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
+use crate::error::ApiError;
 
-/// Every route.
-pub fn router(state: AppState) -> Router {
-    let user = Router::new()
+/// The document's fixed parts; the operations come from the routers.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Quern",
+        description = "MapReduce jobs whose map and reduce are WebAssembly components. \
+            User operations take the user token, worker-protocol operations the worker \
+            token, both as `Authorization: Bearer`. Every error is an `ErrorBody`."
+    ),
+    modifiers(&BearerTokens),
+    tags(
+        (name = "jobs", description = "Submit jobs, follow them, download their outputs"),
+        (name = "modules", description = "Upload and manage `.wasm` modules"),
+        (name = "datasets", description = "Input files"),
+        (name = "workers", description = "The cluster's workers"),
+        (name = "worker protocol", description = "What workers call: leases, heartbeats, completions"),
+    )
+)]
+struct Document;
+
+struct BearerTokens;
+
+impl utoipa::Modify for BearerTokens {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for name in ["user", "worker"] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+/// The routers of every operation and the OpenAPI document describing them.
+fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let user = OpenApiRouter::new()
         .merge(modules::router())
         .merge(datasets::router())
         .merge(jobs::router())
@@ -25,10 +64,30 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         crate::auth::require_worker,
     ));
-    Router::new()
+    OpenApiRouter::with_openapi(<Document as utoipa::OpenApi>::openapi())
         .nest("/api/v1", user)
         .nest("/api/v1/worker", worker)
-        .route("/healthz", get(|| async { "ok" }))
-        .merge(crate::dashboard::router())
-        .with_state(state)
+        .split_for_parts()
+}
+
+/// The OpenAPI document of the REST API.
+pub fn openapi(state: &AppState) -> utoipa::openapi::OpenApi {
+    routes(state).1
+}
+
+/// Every route.
+pub fn router(state: AppState) -> Router {
+    let (api, document) = routes(&state);
+    let document = std::sync::Arc::new(document);
+    api.route(
+        "/api/v1/openapi.json",
+        get(move || {
+            let document = document.clone();
+            async move { Json(document.as_ref().clone()) }
+        }),
+    )
+    .route("/healthz", get(|| async { "ok" }))
+    .fallback(|| async { ApiError::NotFound("no such route".into()) })
+    .merge(crate::dashboard::router())
+    .with_state(state)
 }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod blobs;
 pub mod dashboard;
 pub mod error;
+pub mod extract;
 pub mod scheduler;
 pub mod store;
 

@@ -55,6 +55,10 @@ pub struct MapInputDoc {
     pub start: u64,
     /// Split end.
     pub end: u64,
+    /// The file's size when the job was planned (absent in jobs planned
+    /// before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
 }
 
 /// A job to create: the spec and its planned map inputs.
@@ -103,9 +107,47 @@ pub enum Completion {
         job: JobId,
         /// Set for an accepted reduce: its partition.
         reduce_partition: Option<u32>,
+        /// Staged outputs nobody will read (the losing attempt's, a
+        /// failed attempt's): the caller deletes them.
+        discard: Vec<String>,
     },
-    /// The attempt no longer held the lease; nothing changed.
-    Refused,
+    /// The attempt no longer held the lease; nothing changed but the
+    /// attempt's record.
+    Refused {
+        /// The attempt's staged output, when it has one that is not the
+        /// task's committed output: the caller deletes it.
+        discard: Vec<String>,
+    },
+}
+
+impl Completion {
+    /// Whether the report was applied.
+    pub fn accepted(&self) -> bool {
+        matches!(self, Completion::Accepted { .. })
+    }
+
+    /// Staged outputs to delete.
+    pub fn discard(&self) -> &[String] {
+        match self {
+            Completion::Accepted { discard, .. } | Completion::Refused { discard } => discard,
+        }
+    }
+}
+
+/// What an attempt's task is, for a worker staging its output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptTarget {
+    /// The job.
+    pub job: JobId,
+    /// The task's kind.
+    pub kind: TaskKind,
+    /// The task's index (a reduce task's partition).
+    pub index: u32,
+    /// Whether the attempt still runs as the task's attempt or its backup,
+    /// in a job that has not ended.
+    pub holds: bool,
+    /// The job's `limits.output_bytes`.
+    pub output_bytes: u64,
 }
 
 /// Settings of the liveness rules.
@@ -157,6 +199,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_blobs(&self, prefix: &str) -> StoreResult<Vec<DatasetFile>>;
     /// Deletes a dataset file's record.
     async fn delete_blob(&self, path: &str) -> StoreResult<()>;
+    /// The unfinished jobs that read dataset file `path`.
+    async fn blob_readers(&self, path: &str) -> StoreResult<Vec<JobId>>;
 
     /// Creates a job and its M map and R reduce tasks.
     async fn create_job(&self, job: &NewJob, now: i64) -> StoreResult<JobId>;
@@ -176,12 +220,9 @@ pub trait Store: Send + Sync + 'static {
     async fn list_attempts(&self, job: JobId) -> StoreResult<Vec<AttemptInfo>>;
     /// Committed reduce outputs of a job: (partition, staged blob path).
     async fn reduce_outputs(&self, job: JobId) -> StoreResult<Vec<(u32, String)>>;
-    /// The job, kind and index of an attempt's task, and whether the
-    /// attempt still holds its lease.
-    async fn attempt_target(
-        &self,
-        attempt: AttemptId,
-    ) -> StoreResult<Option<(JobId, TaskKind, u32, bool)>>;
+    /// The task an attempt runs and whether it still holds its lease (as
+    /// the task's attempt or as its backup).
+    async fn attempt_target(&self, attempt: AttemptId) -> StoreResult<Option<AttemptTarget>>;
     /// An attempt's logs.
     async fn attempt_logs(
         &self,

@@ -14,8 +14,8 @@ use protocol::{Counters, InputFormat, Limits, MapOutputIndex, ModuleKind, Partit
 use crate::merge::{BoxedSource, Fill, Grouper, Merge, RecordSource};
 use crate::runfile::{self, RunWriter};
 use crate::runtime::{
-    Cancel, CommandSpec, Guest, GuestModule, LineSink, PairSink, Runtime, SinkError, TaskError,
-    TaskLogs, TaskPlan,
+    Cancel, CommandSpec, Guest, GuestError, GuestModule, LineSink, PairSink, Runtime, SinkError,
+    TaskError, TaskLogs, TaskPlan,
 };
 use crate::sort::SortBuffer;
 
@@ -35,6 +35,20 @@ pub fn combine_buffer(setting: Option<u64>, limits: &Limits) -> u64 {
     setting
         .unwrap_or(DEFAULT_COMBINE_BUFFER)
         .min((limits.memory_mib << 20) / 4)
+}
+
+/// The task error for a failed read of input `file`: a record over the
+/// job's limit fails the task as the job's fault, anything else is the
+/// host's.
+fn input_error(err: io::Error, file: &str) -> TaskError {
+    match crate::input::RecordTooLong::find(&err) {
+        Some(too_long) => TaskError::Guest(GuestError::RecordTooLong {
+            file: file.to_owned(),
+            offset: too_long.offset,
+            limit: too_long.limit,
+        }),
+        None => TaskError::Host(anyhow::Error::from(err).context(format!("reading input {file}"))),
+    }
 }
 
 /// How to run one map task.
@@ -337,6 +351,7 @@ fn map_with<R: Read>(
         input.format,
         input.start,
         input.end,
+        settings.limits.record_bytes,
         |key, value| {
             records += 1;
             batch::put_pair(&mut batch, key, value);
@@ -352,11 +367,7 @@ fn map_with<R: Read>(
     if let Some(err) = guest_error {
         return Err(err);
     }
-    let input_bytes = read.map_err(|e| {
-        TaskError::Host(
-            anyhow::Error::from(e).context(format!("reading input {}", input.file_name)),
-        )
-    })?;
+    let input_bytes = read.map_err(|e| input_error(e, &input.file_name))?;
     flush(guest, &mut batch)?;
     guest.finish()?;
     counters.add(names::MAP_INPUT_RECORDS, records as i64);
@@ -408,6 +419,15 @@ fn write_map_output(
         }
         index
     };
+    // What reducers will be told must be what the file holds: read the
+    // index back from disk (its checksum, and its size against the file's).
+    let on_disk = runfile::read_index(&mut File::open(&tmp)?)?;
+    if on_disk != index {
+        return Err(TaskError::Host(anyhow::anyhow!(
+            "the map output file {} does not match its index",
+            tmp.display()
+        )));
+    }
     std::fs::rename(&tmp, output)?;
     counters.add(
         names::MAP_OUTPUT_MATERIALIZED_RECORDS,
@@ -519,21 +539,24 @@ fn map_streaming<R: Read>(
         end,
     } = input;
     let run = runtime.run_command(module, &spec, MapLines { collector }, |mut stdin| {
-        let read =
-            crate::input::for_each_record(reader, &file_name, format, start, end, |_, value| {
+        let read = crate::input::for_each_record(
+            reader,
+            &file_name,
+            format,
+            start,
+            end,
+            spec.limits.record_bytes,
+            |_, value| {
                 records += 1;
                 match format {
                     InputFormat::Lines => stdin.write(&[value, b"\n"]),
                     InputFormat::WholeFile => stdin.write(&[value]),
                 }
-            });
+            },
+        );
         input_bytes = read
             .and_then(|bytes| stdin.flush().map(|()| bytes))
-            .map_err(|e| {
-                TaskError::Host(
-                    anyhow::Error::from(e).context(format!("reading input {file_name}")),
-                )
-            })?;
+            .map_err(|e| input_error(e, &file_name))?;
         Ok(())
     });
     counters.add(names::MAP_INPUT_RECORDS, records as i64);

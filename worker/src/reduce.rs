@@ -13,8 +13,8 @@ use protocol::{Counters, Limits, ModuleKind};
 use crate::map::TaskReport;
 use crate::merge::{BoxedSource, Fill, Grouper, Merge, RecordSource};
 use crate::runtime::{
-    Cancel, CommandSpec, Guest, GuestModule, LineSink, PairSink, Runtime, SinkError, SourceError,
-    TaskError, TaskLogs, TaskPlan, io_task_error,
+    Cancel, CommandSpec, Guest, GuestError, GuestModule, LineSink, PairSink, Runtime, SinkError,
+    SourceError, TaskError, TaskLogs, TaskPlan, io_task_error,
 };
 
 /// Group-batch bytes per `reduce` call; a key with more values than fit
@@ -49,31 +49,46 @@ pub(crate) struct OutputWriter {
     separator: Vec<u8>,
     records: u64,
     bytes: u64,
+    /// The job's `limits.output_bytes`.
+    limit: u64,
 }
 
 impl PairSink for OutputWriter {
     fn accept(&mut self, key: &[u8], value: &[u8]) -> Result<(), SinkError> {
+        let mut bytes = key.len() as u64 + 1;
+        if !value.is_empty() {
+            bytes += (self.separator.len() + value.len()) as u64;
+        }
+        self.count(bytes)?;
         self.out.write_all(key)?;
-        let mut bytes = key.len() + 1;
         if !value.is_empty() {
             self.out.write_all(&self.separator)?;
             self.out.write_all(value)?;
-            bytes += self.separator.len() + value.len();
         }
         self.out.write_all(b"\n")?;
-        self.records += 1;
-        self.bytes += bytes as u64;
         Ok(())
     }
 }
 
 impl OutputWriter {
+    /// Counts a line of `bytes` about to be written, refusing it if the
+    /// output would grow past the job's limit.
+    fn count(&mut self, bytes: u64) -> Result<(), SinkError> {
+        if self.bytes + bytes > self.limit {
+            return Err(SinkError::Limit(GuestError::OutputTooLarge {
+                limit: self.limit,
+            }));
+        }
+        self.records += 1;
+        self.bytes += bytes;
+        Ok(())
+    }
+
     /// A streaming-mode output line, copied as it is.
-    fn accept_line(&mut self, line: &[u8]) -> io::Result<()> {
+    fn accept_line(&mut self, line: &[u8]) -> Result<(), SinkError> {
+        self.count(line.len() as u64 + 1)?;
         self.out.write_all(line)?;
         self.out.write_all(b"\n")?;
-        self.records += 1;
-        self.bytes += line.len() as u64 + 1;
         Ok(())
     }
 
@@ -160,12 +175,13 @@ fn merged(segments: Vec<BoxedSource>) -> BoxedSource {
 }
 
 impl OutputWriter {
-    fn create(path: &Path, separator: &[u8]) -> io::Result<Self> {
+    fn create(path: &Path, separator: &[u8], limit: u64) -> io::Result<Self> {
         Ok(OutputWriter {
             out: BufWriter::with_capacity(256 << 10, File::create(path)?),
             separator: separator.to_vec(),
             records: 0,
             bytes: 0,
+            limit,
         })
     }
 }
@@ -178,7 +194,11 @@ fn reduce_with(
     counters: &mut Counters,
 ) -> Result<ReduceOutput, TaskError> {
     let merge = merged(segments);
-    let writer = OutputWriter::create(tmp_output, &settings.separator)?;
+    let writer = OutputWriter::create(
+        tmp_output,
+        &settings.separator,
+        settings.limits.output_bytes,
+    )?;
     guest.set_values(Box::new(Grouper::new(merge)));
     guest.set_sink(Box::new(writer));
 
@@ -228,7 +248,7 @@ struct ReduceLines {
 
 impl LineSink for ReduceLines {
     fn line(&mut self, line: &[u8], _number: u64) -> Result<(), SinkError> {
-        Ok(self.writer.accept_line(line)?)
+        self.writer.accept_line(line)
     }
 }
 
@@ -244,7 +264,7 @@ fn reduce_streaming(
     tmp_output: &Path,
 ) -> TaskReport<ReduceOutput> {
     let mut counters = Counters::default();
-    let writer = match OutputWriter::create(tmp_output, b"") {
+    let writer = match OutputWriter::create(tmp_output, b"", settings.limits.output_bytes) {
         Ok(writer) => writer,
         Err(err) => {
             return TaskReport {

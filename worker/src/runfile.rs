@@ -156,7 +156,8 @@ pub fn create(path: &std::path::Path) -> io::Result<RunWriter<BufWriter<File>>> 
     Ok(RunWriter::new(BufWriter::with_capacity(256 << 10, file)))
 }
 
-/// Reads the index at the end of a run file, checking its checksum.
+/// Reads the index at the end of a run file, checking its checksum and
+/// that its partitions fill the file up to the index.
 pub fn read_index(file: &mut File) -> io::Result<MapOutputIndex> {
     let size = file.seek(SeekFrom::End(0))?;
     if size < 16 {
@@ -188,7 +189,13 @@ pub fn read_index(file: &mut File) -> io::Result<MapOutputIndex> {
             records: u64::from_le_bytes(c[16..24].try_into().unwrap()),
         })
         .collect();
-    Ok(MapOutputIndex { partitions })
+    let index = MapOutputIndex { partitions };
+    // The partitions must fill the file up to the footer exactly.
+    let data_end = size - 12 - footer_len;
+    match index.check(count as u32) {
+        Ok(end) if end == data_end => Ok(index),
+        _ => Err(corrupt("map output index does not match the file's size")),
+    }
 }
 
 /// Streams the records of one partition (a segment) from any reader that
@@ -371,5 +378,21 @@ mod tests {
             ..p
         };
         assert!(read_all(&bytes, &short).is_err());
+    }
+
+    #[test]
+    fn an_index_that_does_not_fill_the_file_is_refused() {
+        let parts = vec![vec![(&b"key"[..], &b"value"[..]); 10], vec![]];
+        let (bytes, index) = write_sample(&parts);
+        let data_end = index.total_bytes() as usize;
+        // Bytes the index does not account for, between the partitions and
+        // the index (its checksum still holds).
+        let mut padded = bytes[..data_end].to_vec();
+        padded.extend_from_slice(&[0u8; 7]);
+        padded.extend_from_slice(&bytes[data_end..]);
+        let mut tmp = tempfile::tempfile().unwrap();
+        tmp.write_all(&padded).unwrap();
+        let err = read_index(&mut tmp).unwrap_err();
+        assert!(err.to_string().contains("size"), "{err}");
     }
 }

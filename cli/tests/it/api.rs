@@ -163,8 +163,360 @@ async fn tokens_are_checked(backend: &str) {
     cluster.stop().await;
 }
 
+/// A worker's reports are checked: a map-output index that cannot
+/// describe a file, a reduce that reports success without staging its
+/// output, and a stage over a committed output are all refused with a
+/// 409, and the job still finishes once the worker does it right.
+async fn worker_reports_are_checked(backend: &str) {
+    use protocol::worker_api::{Lease, RegisterResponse};
+    use protocol::{JobState, TaskKind};
+
+    let cluster = TestCluster::spawn(0, backend).await;
+    let sha = cluster.upload_module(WORDCOUNT).await;
+    cluster
+        .upload(&data("pg-metamorphosis.txt"), "books/pg-metamorphosis.txt")
+        .await;
+    let job = cluster.submit(&spec(&sha, "books/*.txt", 1)).await;
+    let token = cluster.worker_token.clone();
+    let post = |path: &str, body: serde_json::Value| {
+        cluster
+            .request(Method::POST, path, Some(&token))
+            .json(&body)
+    };
+    let registered: RegisterResponse = post(
+        "/worker/register",
+        serde_json::json!({"address": "http://127.0.0.1:9", "slots": 1}),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let worker = registered.worker_id.0;
+    let lease = || async {
+        let lease: Lease = post(
+            "/worker/lease",
+            serde_json::json!({"worker_id": worker, "wait_ms": 0}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        lease
+    };
+    let complete = |attempt: String, result: serde_json::Value| {
+        post(
+            &format!("/worker/attempts/{attempt}/complete"),
+            serde_json::json!({
+                "worker_id": worker, "result": result, "counters": {},
+                "stdout": "", "stderr": "",
+            }),
+        )
+    };
+    let status = |request: RequestBuilder| async move {
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.text().await.unwrap())
+    };
+
+    // A worker that never registered gets nothing.
+    let (code, text) = status(post(
+        "/worker/lease",
+        serde_json::json!({"worker_id": "w-never-registered", "wait_ms": 0}),
+    ))
+    .await;
+    assert_eq!(code, StatusCode::CONFLICT, "{text}");
+    assert!(text.contains("register again"), "{text}");
+
+    let map = lease().await;
+    assert_eq!(map.kind, TaskKind::Map);
+    let bad_index = serde_json::json!({"kind": "map", "index": {"partitions": [
+        {"offset": u64::MAX, "length": 10, "records": 1}
+    ]}});
+    let (code, text) = status(complete(map.attempt.to_string(), bad_index)).await;
+    assert_eq!(code, StatusCode::CONFLICT, "{text}");
+    assert!(text.contains("starts at byte"), "{text}");
+    let good_index = serde_json::json!({"kind": "map", "index": {"partitions": [
+        {"offset": 0, "length": 10, "records": 1}
+    ]}});
+    let (code, text) = status(complete(map.attempt.to_string(), good_index)).await;
+    assert_eq!(code, StatusCode::OK, "{text}");
+
+    let reduce = lease().await;
+    assert_eq!(reduce.kind, TaskKind::Reduce);
+    let done = serde_json::json!({"kind": "reduce", "records": 1, "bytes": 4});
+    let (code, text) = status(complete(reduce.attempt.to_string(), done.clone())).await;
+    assert_eq!(code, StatusCode::CONFLICT, "{text}");
+    assert!(text.contains("staged no output"), "{text}");
+    let info: protocol::api::JobInfo = cluster.get_json(&format!("/jobs/{job}")).await;
+    assert_eq!(info.state, JobState::Reducing);
+
+    let stage = || {
+        cluster
+            .request(
+                Method::PUT,
+                &format!("/worker/attempts/{}/output", reduce.attempt),
+                Some(&token),
+            )
+            .body("one\t1\n")
+    };
+    let (code, text) = status(stage()).await;
+    assert_eq!(code, StatusCode::NO_CONTENT, "{text}");
+    let (code, text) = status(complete(reduce.attempt.to_string(), done)).await;
+    assert_eq!(code, StatusCode::OK, "{text}");
+    let info: protocol::api::JobInfo = cluster.get_json(&format!("/jobs/{job}")).await;
+    assert_eq!(info.state, JobState::Succeeded);
+    // The committed output cannot be replaced.
+    let (code, text) = status(stage()).await;
+    assert_eq!(code, StatusCode::CONFLICT, "{text}");
+    assert_eq!(
+        cluster
+            .parts(job)
+            .await
+            .get("part-r-00000")
+            .map(String::as_str),
+        Some("one\t1\n")
+    );
+    cluster.stop().await;
+}
+
+/// Dataset names that cannot be one file in every store and URL, and
+/// files under files, get a 400 or 409 (they got a 500, or were stored
+/// under another name); a file a running job reads cannot be changed.
+async fn bad_dataset_requests_are_4xx(backend: &str) {
+    let cluster = TestCluster::spawn(0, backend).await;
+    populated(&cluster).await;
+    let put = |path: &str| {
+        cluster
+            .request(
+                Method::PUT,
+                &format!("/datasets/{path}"),
+                Some(&cluster.user_token),
+            )
+            .body("word\n")
+    };
+    let long = "x".repeat(300);
+    for path in [
+        "x%2541",
+        "h%23x",
+        "a%01b",
+        "a%0Ab",
+        "a%00b",
+        long.as_str(),
+        "a/..%2Fb",
+    ] {
+        let body = refused(&cluster, put(path), StatusCode::BAD_REQUEST).await;
+        assert!(
+            body.error.message.contains("invalid dataset path"),
+            "{path}: {body:?}"
+        );
+    }
+    // A file under a file, and a file where a directory is.
+    let under = refused(
+        &cluster,
+        put("books/pg-metamorphosis.txt/x"),
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert!(under.error.message.contains("is a file"), "{under:?}");
+    let over = refused(&cluster, put("books"), StatusCode::CONFLICT).await;
+    assert!(over.error.message.contains("is a directory"), "{over:?}");
+    // The queued job (no workers) reads books/pg-metamorphosis.txt.
+    let in_use = refused(
+        &cluster,
+        put("books/pg-metamorphosis.txt"),
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert!(in_use.error.message.contains("reads it"), "{in_use:?}");
+    let delete = cluster.request(
+        Method::DELETE,
+        "/datasets/books/pg-metamorphosis.txt",
+        Some(&cluster.user_token),
+    );
+    refused(&cluster, delete, StatusCode::CONFLICT).await;
+
+    // The worker side: bad paths are 400, bad ranges 416.
+    let worker_get = |path: &str, range: Option<&str>| {
+        let request = cluster.request(
+            Method::GET,
+            &format!("/worker/datasets/{path}"),
+            Some(&cluster.worker_token),
+        );
+        match range {
+            Some(range) => request.header("range", range),
+            None => request,
+        }
+    };
+    for path in ["..%2Fquern.db", "a%01b"] {
+        let response = worker_get(path, None).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+    }
+    let file = "books/pg-metamorphosis.txt";
+    let size = std::fs::metadata(data("pg-metamorphosis.txt"))
+        .unwrap()
+        .len();
+    for range in ["bytes=5-2", "bytes=0-1,5-6", "bytes=99999999-", "lines=1-2"] {
+        let response = worker_get(file, Some(range)).send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "{range}"
+        );
+        assert_eq!(
+            response.headers()["content-range"].to_str().unwrap(),
+            format!("bytes */{size}")
+        );
+    }
+    let response = worker_get(file, Some("bytes=10-18446744073709551615"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        response.headers()["content-range"].to_str().unwrap(),
+        format!("bytes 10-{}/{size}", size - 1)
+    );
+    assert_eq!(response.bytes().await.unwrap().len() as u64, size - 10);
+    cluster.stop().await;
+}
+
+/// The OpenAPI document is served without a token, is OpenAPI 3.1, and
+/// describes every operation with its schemas and security.
+async fn the_openapi_document_describes_the_api(backend: &str) {
+    let cluster = TestCluster::spawn(0, backend).await;
+    let response = cluster
+        .request(Method::GET, "/openapi.json", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let doc: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let operations = [
+        ("get", "/api/v1/jobs"),
+        ("post", "/api/v1/jobs"),
+        ("get", "/api/v1/jobs/{id}"),
+        ("post", "/api/v1/jobs/{id}/cancel"),
+        ("get", "/api/v1/jobs/{id}/tasks"),
+        ("get", "/api/v1/jobs/{id}/attempts"),
+        ("get", "/api/v1/jobs/{id}/attempts/{attempt}/logs"),
+        ("get", "/api/v1/jobs/{id}/outputs"),
+        ("get", "/api/v1/jobs/{id}/outputs/{name}"),
+        ("get", "/api/v1/jobs/{id}/events"),
+        ("get", "/api/v1/modules"),
+        ("post", "/api/v1/modules"),
+        ("get", "/api/v1/modules/{sha256}"),
+        ("delete", "/api/v1/modules/{sha256}"),
+        ("get", "/api/v1/datasets"),
+        ("get", "/api/v1/datasets/{path}"),
+        ("put", "/api/v1/datasets/{path}"),
+        ("delete", "/api/v1/datasets/{path}"),
+        ("get", "/api/v1/workers"),
+        ("post", "/api/v1/worker/register"),
+        ("post", "/api/v1/worker/lease"),
+        ("post", "/api/v1/worker/heartbeat"),
+        ("post", "/api/v1/worker/attempts/{attempt}/complete"),
+        ("put", "/api/v1/worker/attempts/{attempt}/output"),
+        ("get", "/api/v1/worker/modules/{sha256}"),
+        ("get", "/api/v1/worker/datasets/{path}"),
+    ];
+    let paths = doc["paths"].as_object().expect("paths");
+    let documented: usize = paths
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum();
+    assert_eq!(
+        documented,
+        operations.len(),
+        "{:#?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    for (method, path) in operations {
+        let operation = &doc["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} is not documented");
+        let scheme = if path.starts_with("/api/v1/worker/") {
+            "worker"
+        } else {
+            "user"
+        };
+        assert!(
+            operation["security"][0][scheme].is_array(),
+            "{method} {path} does not ask for the {scheme} token"
+        );
+        assert!(
+            operation["responses"]["200"].is_object()
+                || operation["responses"]["201"].is_object()
+                || operation["responses"]["204"].is_object(),
+            "{method} {path}"
+        );
+    }
+    for schema in [
+        "JobSpec",
+        "JobInfo",
+        "ErrorBody",
+        "Lease",
+        "CompleteRequest",
+        "Limits",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "no schema {schema}"
+        );
+    }
+    // Every path the document names is routed: an unknown id is a 404 in
+    // the JSON error shape, never the router's empty 404.
+    let missing = cluster.get("/jobs/999999").send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let body: ErrorBody = missing.json().await.unwrap();
+    assert_eq!(body.error.code, "not_found");
+    let nowhere = cluster.get("/no/such/route").send().await.unwrap();
+    assert_eq!(nowhere.status(), StatusCode::NOT_FOUND);
+    let body: ErrorBody = nowhere.json().await.unwrap();
+    assert_eq!(body.error.code, "not_found");
+    // Rejections are JSON too (they were axum's plain text).
+    let bad_query = refused(
+        &cluster,
+        cluster.get("/jobs?limit=abc"),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(bad_query.error.message.contains("query"), "{bad_query:?}");
+    let huge = format!("{{\"module\": \"{}\"}}", "x".repeat(3 << 20));
+    let too_large = refused(
+        &cluster,
+        cluster
+            .post("/jobs")
+            .header("content-type", "application/json")
+            .body(huge),
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+    assert_eq!(too_large.error.code, "payload_too_large");
+    let not_json = refused(
+        &cluster,
+        cluster
+            .request(Method::POST, "/worker/lease", Some(&cluster.worker_token))
+            .body("{}"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    )
+    .await;
+    assert_eq!(not_json.error.code, "unsupported_media_type");
+    cluster.stop().await;
+}
+
 per_backend!(
+    the_openapi_document_describes_the_api,
+    bad_dataset_requests_are_4xx,
     bad_modules_are_refused,
     bad_specs_are_refused,
-    tokens_are_checked
+    tokens_are_checked,
+    worker_reports_are_checked
 );

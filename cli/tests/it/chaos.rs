@@ -17,6 +17,7 @@ mod lost;
 mod network;
 mod processes;
 mod proxy;
+mod straggler;
 mod zombie;
 
 use std::fmt;

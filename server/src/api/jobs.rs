@@ -6,32 +6,33 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::{get, post};
 use futures::Stream;
-use protocol::api::{AttemptInfo, AttemptLogs, JobInfo, OutputFile, TaskInfo};
+use protocol::api::{AttemptInfo, AttemptLogs, ErrorBody, JobInfo, OutputFile, TaskInfo};
 use protocol::{AttemptId, JobId, JobSpec};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{BodyBytes, PathParams, QueryParams};
 use crate::store::JobRecord;
 use crate::{AppState, now_ms};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/jobs", get(list).post(submit))
-        .route("/jobs/{id}", get(show))
-        .route("/jobs/{id}/cancel", post(cancel))
-        .route("/jobs/{id}/tasks", get(tasks))
-        .route("/jobs/{id}/attempts", get(attempts))
-        .route("/jobs/{id}/attempts/{attempt}/logs", get(logs))
-        .route("/jobs/{id}/outputs", get(outputs))
-        .route("/jobs/{id}/outputs/{name}", get(download))
-        .route("/jobs/{id}/events", get(events))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, submit))
+        .routes(routes!(show))
+        .routes(routes!(cancel))
+        .routes(routes!(tasks))
+        .routes(routes!(attempts))
+        .routes(routes!(logs))
+        .routes(routes!(outputs))
+        .routes(routes!(download))
+        .routes(routes!(events))
 }
 
 fn parse_job(id: &str) -> ApiResult<JobId> {
@@ -71,9 +72,20 @@ async fn load(state: &AppState, id: &str) -> ApiResult<JobRecord> {
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))
 }
 
+/// Submits a job: its inputs are resolved and split, and its tasks
+/// created, in one step.
+#[utoipa::path(post, path = "/jobs", tag = "jobs", security(("user" = [])),
+    request_body = JobSpec,
+    responses(
+        (status = 201, description = "The job, created", body = JobInfo),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 422, description = "A field of the spec is invalid; `field` names it", body = ErrorBody),
+    ))]
 async fn submit(
     State(state): State<AppState>,
-    body: axum::body::Bytes,
+    BodyBytes(body): BodyBytes,
 ) -> ApiResult<(StatusCode, Json<JobInfo>)> {
     let spec: JobSpec = serde_json::from_slice(&body).map_err(|e| ApiError::InvalidSpec {
         field: json_field(&e.to_string()),
@@ -117,14 +129,24 @@ fn json_field(message: &str) -> String {
     "body".into()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Most jobs to list, newest first (1 to 1000; default 100).
     limit: Option<i64>,
 }
 
+/// Jobs, newest first.
+#[utoipa::path(get, path = "/jobs", tag = "jobs", security(("user" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, body = Vec<JobInfo>),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+    ))]
 async fn list(
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
+    QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Vec<JobInfo>>> {
     let records = state
         .store
@@ -137,12 +159,32 @@ async fn list(
     Ok(Json(jobs))
 }
 
-async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<JobInfo>> {
+/// One job.
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", security(("user" = [])),
+    params(("id" = i64, Path, description = "The job")),
+    responses((status = 200, body = JobInfo), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn show(
+    State(state): State<AppState>,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<Json<JobInfo>> {
     let record = load(&state, &id).await?;
     Ok(Json(job_info(&state, record).await?))
 }
 
-async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<JobInfo>> {
+/// Cancels an unfinished job; its running attempts are dropped at their
+/// workers' next heartbeat.
+#[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs", security(("user" = [])),
+    params(("id" = i64, Path, description = "The job")),
+    responses(
+        (status = 200, description = "The job, cancelled", body = JobInfo),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The job has already finished", body = ErrorBody),
+    ))]
+async fn cancel(
+    State(state): State<AppState>,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<Json<JobInfo>> {
     let id = parse_job(&id)?;
     state.store.cancel_job(id, now_ms()).await?;
     state.changed.notify_waiters();
@@ -150,25 +192,37 @@ async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiRes
     Ok(Json(job_info(&state, record).await?))
 }
 
+/// A job's map and reduce tasks.
+#[utoipa::path(get, path = "/jobs/{id}/tasks", tag = "jobs", security(("user" = [])),
+    params(("id" = i64, Path, description = "The job")),
+    responses((status = 200, body = Vec<TaskInfo>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn tasks(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<Vec<TaskInfo>>> {
     let record = load(&state, &id).await?;
     Ok(Json(state.store.list_tasks(record.id).await?))
 }
 
+/// Every attempt of a job's tasks, with how it ended.
+#[utoipa::path(get, path = "/jobs/{id}/attempts", tag = "jobs", security(("user" = [])),
+    params(("id" = i64, Path, description = "The job")),
+    responses((status = 200, body = Vec<AttemptInfo>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn attempts(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<Vec<AttemptInfo>>> {
     let record = load(&state, &id).await?;
     Ok(Json(state.store.list_attempts(record.id).await?))
 }
 
+/// The guest's captured stdout and stderr of one attempt.
+#[utoipa::path(get, path = "/jobs/{id}/attempts/{attempt}/logs", tag = "jobs", security(("user" = [])),
+    params(("id" = i64, Path, description = "The job"), ("attempt" = i64, Path, description = "The attempt")),
+    responses((status = 200, body = AttemptLogs), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn logs(
     State(state): State<AppState>,
-    Path((id, attempt)): Path<(String, String)>,
+    PathParams((id, attempt)): PathParams<(String, String)>,
 ) -> ApiResult<Json<AttemptLogs>> {
     let job = parse_job(&id)?;
     let attempt: AttemptId = attempt.parse().map_err(ApiError::NotFound)?;
@@ -180,9 +234,13 @@ async fn logs(
         .ok_or_else(|| ApiError::NotFound(format!("no attempt {attempt} in job {job}")))
 }
 
+/// A job's committed outputs, one per finished reduce partition.
+#[utoipa::path(get, path = "/jobs/{id}/outputs", tag = "jobs", security(("user" = [])),
+    params(("id" = i64, Path, description = "The job")),
+    responses((status = 200, body = Vec<OutputFile>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn outputs(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<Vec<OutputFile>>> {
     let record = load(&state, &id).await?;
     let mut files = Vec::new();
@@ -201,9 +259,17 @@ async fn outputs(
     Ok(Json(files))
 }
 
+/// One committed output (`part-r-00003`), streamed.
+#[utoipa::path(get, path = "/jobs/{id}/outputs/{name}", tag = "jobs", security(("user" = [])),
+    params(("id" = i64, Path, description = "The job"), ("name" = String, Path, description = "The output, `part-r-NNNNN`")),
+    responses(
+        (status = 200, description = "The output's bytes", content_type = "application/octet-stream", body = String),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 async fn download(
     State(state): State<AppState>,
-    Path((id, name)): Path<(String, String)>,
+    PathParams((id, name)): PathParams<(String, String)>,
 ) -> ApiResult<Response> {
     let record = load(&state, &id).await?;
     let key = state
@@ -221,9 +287,16 @@ async fn download(
 
 /// `event: progress` with the job as data whenever it changes, until it
 /// finishes (the last event is the finished job).
+#[utoipa::path(get, path = "/jobs/{id}/events", tag = "jobs", security(("user" = [])),
+    params(("id" = i64, Path, description = "The job")),
+    responses(
+        (status = 200, description = "Server-sent events: `progress` with the job as JSON data", content_type = "text/event-stream", body = String),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 async fn events(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let record = load(&state, &id).await?;
     let id = record.id;

@@ -3,26 +3,24 @@
 //! Stored by sha256, deduplicated.
 
 use axum::Json;
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::routing::get;
 use bytes::Bytes;
-use protocol::api::ModuleInfo;
+use protocol::api::{ErrorBody, ModuleInfo};
 use protocol::{Limits, ModuleKind};
 use serde::Deserialize;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{PathParams, QueryParams};
 use crate::{AppState, now_ms};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/modules",
-            get(list).post(upload).layer(DefaultBodyLimit::disable()),
-        )
-        .route("/modules/{sha256}", get(show).delete(remove))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, upload).layer(DefaultBodyLimit::disable()))
+        .routes(routes!(show, remove))
 }
 
 /// The blob key of a module.
@@ -30,8 +28,25 @@ pub fn module_key(sha256: &str) -> String {
     format!("modules/{sha256}.wasm")
 }
 
-#[derive(Deserialize)]
+/// A module id from a URL: 64 lowercase hex digits, or no such module.
+pub(crate) fn check_sha256(sha256: &str) -> ApiResult<&str> {
+    if sha256.len() == 64
+        && sha256
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        Ok(sha256)
+    } else {
+        Err(ApiError::NotFound(format!(
+            "no module {sha256:?}: a module id is 64 lowercase hex digits"
+        )))
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct UploadQuery {
+    /// A name to show for the module (default: from its hash).
     name: Option<String>,
 }
 
@@ -52,9 +67,22 @@ pub(crate) async fn read_limited(body: Body, limit: u64, what: &str) -> ApiResul
     Ok(buf.freeze())
 }
 
+/// Uploads a module: a WebAssembly component of the `quern:job` world, or a
+/// WASI command for streaming mode. It is compiled and checked before it
+/// is stored, by sha256; uploading the same bytes again changes nothing.
+#[utoipa::path(post, path = "/modules", tag = "modules", security(("user" = [])),
+    params(UploadQuery),
+    request_body(content = String, description = "The `.wasm` file", content_type = "application/wasm"),
+    responses(
+        (status = 201, description = "Stored", body = ModuleInfo),
+        (status = 200, description = "Already stored", body = ModuleInfo),
+        (status = 400, description = "Not a usable module; the message says why", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+    ))]
 async fn upload(
     State(state): State<AppState>,
-    Query(query): Query<UploadQuery>,
+    QueryParams(query): QueryParams<UploadQuery>,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<ModuleInfo>)> {
     let bytes = read_limited(body, state.config.max_module_bytes, "module").await?;
@@ -74,6 +102,7 @@ async fn upload(
             memory_mib: 64,
             timeout_secs: 2,
             log_bytes: 4096,
+            ..Limits::default()
         };
         let has_combine = runtime
             .instantiate(&module, &runtime::TaskPlan::reduce(), &limits, &[])
@@ -111,14 +140,22 @@ async fn upload(
     Ok((status, Json(stored)))
 }
 
+/// Uploaded modules.
+#[utoipa::path(get, path = "/modules", tag = "modules", security(("user" = [])),
+    responses((status = 200, body = Vec<ModuleInfo>), (status = 401, body = ErrorBody)))]
 async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<ModuleInfo>>> {
     Ok(Json(state.store.list_modules().await?))
 }
 
+/// One module.
+#[utoipa::path(get, path = "/modules/{sha256}", tag = "modules", security(("user" = [])),
+    params(("sha256" = String, Path, description = "The module's sha256, lowercase hex")),
+    responses((status = 200, body = ModuleInfo), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn show(
     State(state): State<AppState>,
-    Path(sha256): Path<String>,
+    PathParams(sha256): PathParams<String>,
 ) -> ApiResult<Json<ModuleInfo>> {
+    check_sha256(&sha256)?;
     state
         .store
         .get_module(&sha256)
@@ -127,10 +164,20 @@ async fn show(
         .ok_or_else(|| ApiError::NotFound(format!("no module {sha256}")))
 }
 
+/// Deletes a module no unfinished job uses.
+#[utoipa::path(delete, path = "/modules/{sha256}", tag = "modules", security(("user" = [])),
+    params(("sha256" = String, Path, description = "The module's sha256, lowercase hex")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "An unfinished job uses it", body = ErrorBody),
+    ))]
 async fn remove(
     State(state): State<AppState>,
-    Path(sha256): Path<String>,
+    PathParams(sha256): PathParams<String>,
 ) -> ApiResult<StatusCode> {
+    check_sha256(&sha256)?;
     state.store.delete_module(&sha256).await?;
     state
         .blobs

@@ -5,39 +5,52 @@
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use protocol::api::ErrorBody;
 use protocol::worker_api::{
-    CompleteRequest, CompleteResponse, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
-    RegisterRequest, RegisterResponse,
+    AttemptResult, CompleteRequest, CompleteResponse, HeartbeatRequest, HeartbeatResponse, Lease,
+    LeaseRequest, RegisterRequest, RegisterResponse,
 };
 use protocol::{AttemptId, TaskKind, WorkerId};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult};
-use crate::store::Completion;
+use crate::extract::{JsonBody, PathParams};
 use crate::{AppState, now_ms};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/register", post(register))
-        .route("/lease", post(lease))
-        .route("/heartbeat", post(heartbeat))
-        .route("/attempts/{attempt}/complete", post(complete))
-        .route(
-            "/attempts/{attempt}/output",
-            put(upload_output).layer(DefaultBodyLimit::disable()),
-        )
-        .route("/modules/{sha256}", get(module))
-        .route("/datasets/{*path}", get(dataset))
+/// Input reads: documented at `/datasets/{path}`, routed at axum's
+/// wildcard `/datasets/{*path}`.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(dataset))]
+struct DatasetPath;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(<DatasetPath as utoipa::OpenApi>::openapi())
+        .routes(routes!(register))
+        .routes(routes!(lease))
+        .routes(routes!(heartbeat))
+        .routes(routes!(complete))
+        .routes(routes!(upload_output).layer(DefaultBodyLimit::disable()))
+        .routes(routes!(module))
+        .route("/datasets/{*path}", axum::routing::get(dataset))
 }
 
+/// Registers a worker: its map-output server's address and its slots.
+#[utoipa::path(post, path = "/register", tag = "worker protocol", security(("worker" = [])),
+    request_body = RegisterRequest,
+    responses(
+        (status = 200, body = RegisterResponse),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 415, body = ErrorBody),
+    ))]
 async fn register(
     State(state): State<AppState>,
-    Json(req): Json<RegisterRequest>,
+    JsonBody(req): JsonBody<RegisterRequest>,
 ) -> ApiResult<Json<RegisterResponse>> {
     if req.slots == 0 || req.slots > 1024 {
         return Err(ApiError::BadRequest(
@@ -65,9 +78,19 @@ async fn register(
 /// Long poll: answers with a lease as soon as one is available, or 204
 /// after `wait_ms`. Waiters wake on job changes in this process and poll
 /// the database every 250 ms for changes made by other coordinators.
+#[utoipa::path(post, path = "/lease", tag = "worker protocol", security(("worker" = [])),
+    request_body = LeaseRequest,
+    responses(
+        (status = 200, description = "A task attempt to run", body = Lease),
+        (status = 204, description = "Nothing to run within the wait"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 409, description = "The worker is not registered, or was declared dead", body = ErrorBody),
+        (status = 415, body = ErrorBody),
+    ))]
 async fn lease(
     State(state): State<AppState>,
-    Json(req): Json<LeaseRequest>,
+    JsonBody(req): JsonBody<LeaseRequest>,
 ) -> ApiResult<Response> {
     let wait = Duration::from_millis(req.wait_ms).min(state.config.lease_wait);
     let deadline = Instant::now() + wait;
@@ -93,9 +116,19 @@ async fn lease(
     }
 }
 
+/// Renews the leases of the attempts a worker runs; answers which to drop
+/// and which jobs' map outputs it may delete.
+#[utoipa::path(post, path = "/heartbeat", tag = "worker protocol", security(("worker" = [])),
+    request_body = HeartbeatRequest,
+    responses(
+        (status = 200, body = HeartbeatResponse),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 415, body = ErrorBody),
+    ))]
 async fn heartbeat(
     State(state): State<AppState>,
-    Json(req): Json<HeartbeatRequest>,
+    JsonBody(req): JsonBody<HeartbeatRequest>,
 ) -> ApiResult<Json<HeartbeatResponse>> {
     let now = now_ms();
     let Some(drop) = state
@@ -116,56 +149,147 @@ async fn heartbeat(
     }))
 }
 
+/// Reports how an attempt ended; applied only while it holds its lease.
+#[utoipa::path(post, path = "/attempts/{attempt}/complete", tag = "worker protocol", security(("worker" = [])),
+    params(("attempt" = i64, Path, description = "The attempt")),
+    request_body = CompleteRequest,
+    responses(
+        (status = 200, description = "`accepted`: whether the report was applied", body = CompleteResponse),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The report cannot be right (an index that describes no file, a reduce with nothing staged)", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody),
+    ))]
 async fn complete(
     State(state): State<AppState>,
-    Path(attempt): Path<String>,
-    Json(req): Json<CompleteRequest>,
+    PathParams(attempt): PathParams<String>,
+    JsonBody(req): JsonBody<CompleteRequest>,
 ) -> ApiResult<Json<CompleteResponse>> {
     let attempt: AttemptId = attempt.parse().map_err(ApiError::NotFound)?;
+    if req.counters.0.len() > protocol::counters::MAX_REPORTED {
+        return Err(ApiError::BadRequest(format!(
+            "a report may carry at most {} counters",
+            protocol::counters::MAX_REPORTED
+        )));
+    }
+    if matches!(req.result, AttemptResult::Reduce { .. }) {
+        // A reduce succeeds only with its output staged: a completion
+        // without it would commit a partition nobody can download.
+        let target = state
+            .store
+            .attempt_target(attempt)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no attempt {attempt}")))?;
+        let key = crate::store::staged_output_path(target.job, attempt, target.index);
+        if target.kind == TaskKind::Reduce
+            && target.holds
+            && state
+                .blobs
+                .size(&key)
+                .await
+                .map_err(ApiError::internal)?
+                .is_none()
+        {
+            return Err(ApiError::Conflict(format!(
+                "attempt {attempt} reports success but staged no output; PUT it to \
+                 /api/v1/worker/attempts/{attempt}/output first"
+            )));
+        }
+    }
     let decision = state.store.complete(attempt, &req, now_ms()).await?;
-    let accepted = matches!(decision, Completion::Accepted { .. });
-    tracing::debug!(attempt = %attempt, accepted, "completion");
+    for key in decision.discard() {
+        discard_staged(&state, key).await;
+    }
+    tracing::debug!(attempt = %attempt, accepted = decision.accepted(), "completion");
     state.changed.notify_waiters();
-    Ok(Json(CompleteResponse { accepted }))
+    Ok(Json(CompleteResponse {
+        accepted: decision.accepted(),
+    }))
+}
+
+/// Deletes a staged output that lost (or failed); a failure only costs
+/// space, so it is logged, not reported.
+async fn discard_staged(state: &AppState, key: &str) {
+    if let Err(err) = state.blobs.delete(key).await {
+        tracing::warn!(key, error = %format!("{err:#}"), "deleting a discarded staged output failed");
+    }
 }
 
 /// A reduce attempt stages its output here before reporting completion.
-/// Only the attempt holding the lease may stage.
+/// Only an attempt holding its lease (the task's attempt or its backup)
+/// may stage, at most the job's `limits.output_bytes`. An attempt that
+/// lost its lease while its output streamed in has it deleted again.
+#[utoipa::path(put, path = "/attempts/{attempt}/output", tag = "worker protocol", security(("worker" = [])),
+    params(("attempt" = i64, Path, description = "The reduce attempt")),
+    request_body(content = String, description = "The reduce output", content_type = "application/octet-stream"),
+    responses(
+        (status = 204, description = "Staged"),
+        (status = 400, description = "Not a reduce attempt", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The attempt no longer holds its lease", body = ErrorBody),
+        (status = 413, description = "Larger than the job's `limits.output_bytes`", body = ErrorBody),
+    ))]
 async fn upload_output(
     State(state): State<AppState>,
-    Path(attempt): Path<String>,
+    PathParams(attempt): PathParams<String>,
     body: Body,
 ) -> ApiResult<StatusCode> {
     let attempt: AttemptId = attempt.parse().map_err(ApiError::NotFound)?;
-    let (job, kind, idx, holds) = state
+    let target = state
         .store
         .attempt_target(attempt)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no attempt {attempt}")))?;
-    if kind != TaskKind::Reduce {
+    if target.kind != TaskKind::Reduce {
         return Err(ApiError::BadRequest(
             "only reduce attempts have outputs to stage".into(),
         ));
     }
-    if !holds {
-        return Err(ApiError::Conflict(format!(
-            "attempt {attempt} no longer holds its lease"
+    let lost = || ApiError::Conflict(format!("attempt {attempt} no longer holds its lease"));
+    if !target.holds {
+        return Err(lost());
+    }
+    let key = crate::store::staged_output_path(target.job, attempt, target.index);
+    let stored = state
+        .blobs
+        .put_stream(&key, body.into_data_stream(), target.output_bytes)
+        .await
+        .map_err(ApiError::internal)?;
+    if stored.is_err() {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the output is larger than the job's limit of {} bytes (limits.output_bytes)",
+            target.output_bytes
         )));
     }
-    let key = crate::store::staged_output_path(job, attempt, idx);
-    state
-        .blobs
-        .put_stream(&key, body.into_data_stream(), u64::MAX)
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|_| ApiError::PayloadTooLarge("output too large".into()))?;
+    // The winner's completion deletes its rival's staged output; one that
+    // arrives after that is deleted here.
+    let still = state.store.attempt_target(attempt).await?;
+    if !still.is_some_and(|t| t.holds) {
+        discard_staged(&state, &key).await;
+        return Err(lost());
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn module(State(state): State<AppState>, Path(sha256): Path<String>) -> ApiResult<Response> {
+/// A module's `.wasm` bytes.
+#[utoipa::path(get, path = "/modules/{sha256}", tag = "worker protocol", security(("worker" = [])),
+    params(("sha256" = String, Path, description = "The module's sha256")),
+    responses(
+        (status = 200, content_type = "application/wasm", body = String),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
+async fn module(
+    State(state): State<AppState>,
+    PathParams(sha256): PathParams<String>,
+) -> ApiResult<Response> {
+    let sha256 = super::modules::check_sha256(&sha256)?;
     let bytes = state
         .blobs
-        .get(&super::modules::module_key(&sha256))
+        .get(&super::modules::module_key(sha256))
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::NotFound(format!("no module {sha256}")))?;
@@ -173,51 +297,66 @@ async fn module(State(state): State<AppState>, Path(sha256): Path<String>) -> Ap
 }
 
 /// Input bytes for map tasks, with `Range: bytes=A-` or `bytes=A-B`.
+#[utoipa::path(get, path = "/datasets/{path}", tag = "worker protocol", security(("worker" = [])),
+    params(
+        ("path" = String, Path, description = "The dataset file's path"),
+        ("range" = Option<String>, Header, description = "One byte range"),
+    ),
+    responses(
+        (status = 200, content_type = "application/octet-stream", body = String),
+        (status = 206, content_type = "application/octet-stream", body = String),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 416, description = "The range is not one the file can satisfy"),
+    ))]
 async fn dataset(
     State(state): State<AppState>,
-    Path(path): Path<String>,
+    PathParams(path): PathParams<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let key = super::datasets::dataset_key(path.trim_start_matches('/'));
-    let range = headers
-        .get("range")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("bytes="))
-        .and_then(|v| v.split_once('-'))
-        .map(|(a, b)| (a.parse::<u64>().ok(), b.parse::<u64>().ok()));
-    let (start, end) = match range {
-        Some((Some(a), b)) => (a, b.map(|b| b + 1)),
-        Some(_) => return Err(ApiError::BadRequest("unsupported Range".into())),
-        None => (0, None),
-    };
+    let path = super::datasets::check_path(&path)?;
+    let key = super::datasets::dataset_key(&path);
     let Some(size) = state.blobs.size(&key).await.map_err(ApiError::internal)? else {
         return Err(ApiError::NotFound(format!("no dataset file {path}")));
     };
-    if start >= size {
-        return Response::builder()
-            .status(StatusCode::RANGE_NOT_SATISFIABLE)
-            .header("content-range", format!("bytes */{size}"))
-            .body(Body::empty())
-            .map_err(ApiError::internal);
-    }
-    let end = end.map_or(size, |e| e.min(size));
-    let (_, stream) = state
-        .blobs
-        .get_range(&key, start, Some(end))
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::NotFound(format!("no dataset file {path}")))?;
-    Response::builder()
-        .status(if range.is_some() {
-            StatusCode::PARTIAL_CONTENT
-        } else {
-            StatusCode::OK
-        })
+    let range = match headers.get("range") {
+        None => None,
+        Some(value) => match value
+            .to_str()
+            .ok()
+            .map(|v| protocol::range::byte_range(v, size))
+        {
+            Some(Ok(range)) => Some(range),
+            _ => {
+                return Response::builder()
+                    .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .header("content-range", format!("bytes */{size}"))
+                    .body(Body::empty())
+                    .map_err(ApiError::internal);
+            }
+        },
+    };
+    let (start, end) = range.clone().map_or((0, size), |r| (r.start, r.end));
+    let body = if start == end {
+        Body::empty()
+    } else {
+        let (_, stream) = state
+            .blobs
+            .get_range(&key, start, Some(end))
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::NotFound(format!("no dataset file {path}")))?;
+        Body::from_stream(stream)
+    };
+    let mut response = Response::builder()
         .header("content-length", end - start)
-        .header(
-            "content-range",
-            format!("bytes {start}-{}/{size}", end.saturating_sub(1)),
-        )
-        .body(Body::from_stream(stream))
-        .map_err(ApiError::internal)
+        .header("accept-ranges", "bytes");
+    response = match range {
+        Some(_) => response
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header("content-range", format!("bytes {start}-{}/{size}", end - 1)),
+        None => response.status(StatusCode::OK),
+    };
+    response.body(body).map_err(ApiError::internal)
 }

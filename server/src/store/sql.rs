@@ -319,20 +319,22 @@ macro_rules! store_impl {
             if counters.0.is_empty() {
                 return Ok(());
             }
-            // One statement for all of a task's counters.
-            let mut sql = String::from("INSERT INTO counters (job_id, name, value) VALUES ");
-            for i in 0..counters.0.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!("($1, ${}, ${})", 2 * i + 2, 2 * i + 3));
-            }
-            sql.push_str(" ON CONFLICT (job_id, name) DO UPDATE SET value = counters.value + excluded.value");
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(job);
-            for (name, value) in &counters.0 {
-                query = query.bind(name.clone()).bind(*value);
-            }
-            query.execute(&mut **tx).await?;
+            // One statement for all of a task's counters; sums saturate at
+            // the ends of i64 as `Counters::add` does (an overflowing sum
+            // would be an error on Postgres and turn REAL on SQLite).
+            let mut query = sqlx::QueryBuilder::<$db>::new("INSERT INTO counters (job_id, name, value) ");
+            query.push_values(&counters.0, |mut row, (name, value)| {
+                row.push_bind(job).push_bind(name.clone()).push_bind(*value);
+            });
+            query.push(
+                " ON CONFLICT (job_id, name) DO UPDATE SET value = CASE \
+                 WHEN excluded.value > 0 THEN CASE WHEN counters.value > 9223372036854775807 - excluded.value \
+                   THEN 9223372036854775807 ELSE counters.value + excluded.value END \
+                 WHEN excluded.value < 0 THEN CASE WHEN counters.value < (-9223372036854775807 - 1) - excluded.value \
+                   THEN (-9223372036854775807 - 1) ELSE counters.value + excluded.value END \
+                 ELSE counters.value END",
+            );
+            query.build().execute(&mut **tx).await?;
             Ok(())
         }
 
@@ -553,6 +555,17 @@ macro_rules! store_impl {
                 .collect())
             }
 
+            async fn blob_readers(&self, path: &str) -> StoreResult<Vec<JobId>> {
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "SELECT j.id FROM job_inputs i JOIN jobs j ON j.id = i.job_id \
+                     WHERE i.path = $1 AND j.state IN ('mapping', 'reducing') ORDER BY j.id",
+                )
+                .bind(path)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(ids.into_iter().map(JobId).collect())
+            }
+
             async fn delete_blob(&self, path: &str) -> StoreResult<()> {
                 let rows = sqlx::query("DELETE FROM blobs WHERE path = $1")
                     .bind(path)
@@ -594,6 +607,14 @@ macro_rules! store_impl {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
+                }
+                let paths: std::collections::BTreeSet<&str> = job.maps.iter().map(|m| m.path.as_str()).collect();
+                for path in paths {
+                    sqlx::query("INSERT INTO job_inputs (job_id, path) VALUES ($1, $2)")
+                        .bind(id)
+                        .bind(path)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 for idx in 0..job.spec.reducers {
                     sqlx::query(
@@ -719,23 +740,27 @@ macro_rules! store_impl {
                     .collect())
             }
 
-            async fn attempt_target(&self, attempt: AttemptId) -> StoreResult<Option<(JobId, TaskKind, u32, bool)>> {
-                let row: Option<(i64, String, i32, String, Option<i64>)> = sqlx::query_as(
-                    "SELECT t.job_id, t.kind, t.idx, t.state, t.attempt_id FROM attempts a \
-                     JOIN tasks t ON t.id = a.task_id WHERE a.id = $1",
+            async fn attempt_target(&self, attempt: AttemptId) -> StoreResult<Option<AttemptTarget>> {
+                let row: Option<(i64, String, i32, String, Option<i64>, Option<i64>, String, String)> = sqlx::query_as(
+                    "SELECT t.job_id, t.kind, t.idx, t.state, t.attempt_id, t.backup_attempt_id, j.state, j.spec \
+                     FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id WHERE a.id = $1",
                 )
                 .bind(attempt.0)
                 .fetch_optional(&self.pool)
                 .await?;
-                match row {
-                    Some((job, kind, idx, state, current)) => Ok(Some((
-                        JobId(job),
-                        parse(&kind)?,
-                        idx as u32,
-                        state == "in_progress" && current == Some(attempt.0),
-                    ))),
-                    None => Ok(None),
-                }
+                let Some((job, kind, idx, state, current, backup, job_state, spec)) = row else {
+                    return Ok(None);
+                };
+                let spec: JobSpec = serde_json::from_str(&spec)?;
+                Ok(Some(AttemptTarget {
+                    job: JobId(job),
+                    kind: parse(&kind)?,
+                    index: idx as u32,
+                    holds: state == TaskState::InProgress.as_str()
+                        && (current == Some(attempt.0) || backup == Some(attempt.0))
+                        && !parse::<JobState>(&job_state)?.is_finished(),
+                    output_bytes: spec.limits.output_bytes,
+                }))
             }
 
             async fn attempt_logs(&self, job: JobId, attempt: AttemptId) -> StoreResult<Option<AttemptLogs>> {
@@ -842,6 +867,15 @@ macro_rules! store_impl {
 
             async fn lease(&self, worker: &WorkerId, now: i64, liveness: Liveness) -> StoreResult<Option<Lease>> {
                 let mut tx = self.pool.begin().await?;
+                let state: Option<String> = sqlx::query_scalar("SELECT state FROM workers WHERE id = $1")
+                    .bind(&worker.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if state.as_deref() != Some("alive") {
+                    return Err(StoreError::Conflict(format!(
+                        "worker {worker} is not registered, or was declared dead: register again"
+                    )));
+                }
                 let jobs: Vec<(i64, String, String, String)> = sqlx::query_as(LEASE_JOBS).fetch_all(&mut *tx).await?;
                 let mut picked: Option<(i64, i64, String, i32, String)> = None;
                 let mut job_doc = None;
@@ -934,6 +968,7 @@ macro_rules! store_impl {
                             file_name: doc.file_name,
                             start: doc.start,
                             end: doc.end,
+                            size: doc.size,
                             format: spec.format,
                         }
                     }
@@ -1029,23 +1064,26 @@ macro_rules! store_impl {
                             .await?;
                     }
                     tx.commit().await?;
-                    return Ok(Completion::Refused);
+                    // A repeated report of the committed attempt keeps its output.
+                    let committed = row.task_state == TaskState::Completed.as_str() && is_primary;
+                    let discard = if row.kind == TaskKind::Reduce.as_str() && !committed {
+                        vec![staged_output_path(JobId(row.job_id), attempt, row.idx as u32)]
+                    } else {
+                        Vec::new()
+                    };
+                    return Ok(Completion::Refused { discard });
                 }
                 let spec: JobSpec = serde_json::from_str(&row.spec)?;
                 let kind = parse::<TaskKind>(&row.kind)?;
                 let task_name = format!("{} task {}", kind.as_str(), row.idx);
                 let mut reduce_partition = None;
+                let staged = |attempt: i64| staged_output_path(JobId(row.job_id), AttemptId(attempt), row.idx as u32);
+                let mut discard = Vec::new();
                 match (&report.result, kind) {
                     (AttemptResult::Map { .. }, TaskKind::Map) | (AttemptResult::Reduce { .. }, TaskKind::Reduce) => {
                         let output = match &report.result {
                             AttemptResult::Map { index } => {
-                                if index.partitions.len() != spec.reducers as usize {
-                                    return Err(StoreError::Conflict(format!(
-                                        "map output has {} partitions, the job has {} reducers",
-                                        index.partitions.len(),
-                                        spec.reducers
-                                    )));
-                                }
+                                index.check(spec.reducers).map_err(StoreError::Conflict)?;
                                 serde_json::to_string(index)?
                             }
                             _ => {
@@ -1069,6 +1107,9 @@ macro_rules! store_impl {
                         if let Some(rival) = rival {
                             let why = "another attempt of this task finished first";
                             end_attempt(&mut tx, rival, AttemptOutcome::Superseded, Some(why), None, now).await?;
+                            if kind == TaskKind::Reduce {
+                                discard.push(staged(rival));
+                            }
                         }
                         end_attempt(&mut tx, attempt.0, AttemptOutcome::Succeeded, None, Some(report), now).await?;
                         if !row.counted {
@@ -1138,6 +1179,9 @@ macro_rules! store_impl {
                             }
                         };
                         end_attempt(&mut tx, attempt.0, outcome, Some(&message), Some(report), now).await?;
+                        if kind == TaskKind::Reduce {
+                            discard.push(staged(attempt.0));
+                        }
                         let failures = row.failures + i32::from(guest);
                         let host_failures = row.host_failures + i32::from(!guest);
                         let give_up = failures >= spec.max_attempts as i32 || host_failures >= MAX_HOST_FAILURES;
@@ -1184,6 +1228,7 @@ macro_rules! store_impl {
                 Ok(Completion::Accepted {
                     job: JobId(row.job_id),
                     reduce_partition,
+                    discard,
                 })
             }
 

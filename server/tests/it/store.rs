@@ -59,8 +59,10 @@ conformance!(
     failures::host_failures_do_not_count,
     failures::fetch_failure_reruns_the_map,
     failures::a_stale_fetch_failure_keeps_the_new_map_output,
+    failures::counters_saturate_at_the_ends_of_i64,
     backups::stragglers_get_one_backup_and_the_first_finish_wins,
     backups::a_dead_primary_hands_over_to_its_backup,
+    backups::a_backup_reduce_stages_and_the_loser_is_discarded,
 );
 
 /// The liveness rules of every test.
@@ -89,6 +91,7 @@ fn map_input(map: u32) -> MapInputDoc {
         file_name: format!("book-{map}.txt"),
         start: u64::from(map) * 100,
         end: u64::from(map) * 100 + 100,
+        size: Some(u64::from(map) * 100 + 150),
     }
 }
 
@@ -131,16 +134,23 @@ async fn lease(store: &Arc<dyn Store>, worker: &WorkerId, now: i64) -> Lease {
         .unwrap_or_else(|| panic!("{worker} got no lease at {now}"))
 }
 
-/// Map task `map`'s output index: every number distinct, so a reduce
-/// source can only match the entry it came from.
+/// Map task `map`'s output index, partitions back to back as in a real
+/// file: lengths and record counts distinct, so a reduce source can only
+/// match the entry it came from.
 fn map_output(map: u32, reducers: u32) -> MapOutputIndex {
     let map = u64::from(map);
+    let mut offset = 0;
     MapOutputIndex {
         partitions: (0..u64::from(reducers))
-            .map(|p| PartitionIndex {
-                offset: 1_000 * map + 100 * p,
-                length: 10 * map + p + 1,
-                records: 100 * map + p + 7,
+            .map(|p| {
+                let length = 10 * map + p + 1;
+                let entry = PartitionIndex {
+                    offset,
+                    length,
+                    records: 100 * map + p + 7,
+                };
+                offset += length;
+                entry
             })
             .collect(),
     }

@@ -120,23 +120,39 @@ impl Coordinator {
         Ok(response.bytes().await?)
     }
 
-    /// Opens input bytes of a dataset file from `offset` on.
+    /// Opens input bytes of a dataset file from `offset` on. `size` is
+    /// the file's size when the job was planned: a file that has another
+    /// size now (or no longer reaches `offset`) is an error, never a short
+    /// or empty split.
     pub async fn dataset(
         &self,
         path: &str,
         offset: u64,
-    ) -> anyhow::Result<Option<reqwest::Response>> {
+        size: Option<u64>,
+    ) -> anyhow::Result<reqwest::Response> {
         let response = self
             .http
-            .get(self.url(&format!("/datasets/{path}")))
+            .get(self.url(&format!("/datasets/{}", protocol::dataset::url_path(path))))
             .bearer_auth(&self.token)
             .header("range", format!("bytes={offset}-"))
             .send()
             .await?;
         if response.status() == StatusCode::RANGE_NOT_SATISFIABLE {
-            return Ok(None);
+            bail!("the file is shorter than byte {offset}: it changed since the job was planned");
         }
-        Ok(Some(response.error_for_status()?))
+        let response = response.error_for_status()?;
+        let now = response
+            .headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit_once('/'))
+            .and_then(|(_, total)| total.parse::<u64>().ok());
+        if let (Some(planned), Some(now)) = (size, now)
+            && planned != now
+        {
+            bail!("the file has {now} bytes, {planned} when the job was planned: it changed since");
+        }
+        Ok(response)
     }
 
     /// Stages a reduce output. False when the attempt lost its lease.

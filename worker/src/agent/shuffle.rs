@@ -39,27 +39,6 @@ pub(crate) fn map_output_path(agent: &Agent, job: JobId, attempt: AttemptId) -> 
     agent.job_dir(job).join(format!("map-{attempt}.out"))
 }
 
-/// Parses `bytes=A-B` / `bytes=A-` against a file of `size` bytes.
-/// `Err(())` is an unsatisfiable or malformed range.
-pub(crate) fn parse_range(header: &str, size: u64) -> Result<(u64, u64), ()> {
-    let spec = header.strip_prefix("bytes=").ok_or(())?;
-    let (a, b) = spec.split_once('-').ok_or(())?;
-    let start: u64 = a.trim().parse().map_err(|_| ())?;
-    let end = if b.trim().is_empty() {
-        size
-    } else {
-        b.trim()
-            .parse::<u64>()
-            .map_err(|_| ())?
-            .saturating_add(1)
-            .min(size)
-    };
-    if start >= size || start >= end {
-        return Err(());
-    }
-    Ok((start, end))
-}
-
 fn status(code: StatusCode, text: &'static str) -> Response {
     (code, text).into_response()
 }
@@ -100,9 +79,9 @@ async fn serve_map_output(
     let range = headers.get("range").and_then(|v| v.to_str().ok());
     let (code, start, end) = match range {
         None => (StatusCode::OK, 0, size),
-        Some(header) => match parse_range(header, size) {
-            Ok((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end),
-            Err(()) => {
+        Some(header) => match protocol::range::byte_range(header, size) {
+            Ok(range) => (StatusCode::PARTIAL_CONTENT, range.start, range.end),
+            Err(_) => {
                 return (
                     StatusCode::RANGE_NOT_SATISFIABLE,
                     [("content-range", format!("bytes */{size}"))],
@@ -131,19 +110,4 @@ async fn serve_map_output(
     response
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| status(StatusCode::INTERNAL_SERVER_ERROR, "response"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_range;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100), Ok((0, 10)));
-        assert_eq!(parse_range("bytes=90-", 100), Ok((90, 100)));
-        assert_eq!(parse_range("bytes=90-200", 100), Ok((90, 100)));
-        assert_eq!(parse_range("bytes=100-", 100), Err(()));
-        assert_eq!(parse_range("bytes=5-4", 100), Err(()));
-        assert_eq!(parse_range("items=0-1", 100), Err(()));
-    }
 }

@@ -212,14 +212,26 @@ async fn run_lease(agent: &Arc<Agent>, worker: &WorkerId, lease: Lease, cancel: 
     let ended = match module(agent, &lease.module).await {
         Err(err) => host_failure(format!("loading module {}: {err:#}", lease.module)),
         Ok(module) => match lease.kind {
-            TaskKind::Map => run_map_lease(agent, &lease, module, cancel).await,
-            TaskKind::Reduce => run_reduce_lease(agent, &lease, module, cancel).await,
+            TaskKind::Map => run_map_lease(agent, &lease, module, cancel.clone()).await,
+            TaskKind::Reduce => run_reduce_lease(agent, &lease, module, cancel.clone()).await,
         },
     };
-    if !agent.config.task_delay.is_zero() {
-        tokio::time::sleep(agent.config.task_delay).await;
-    }
+    straggle(agent.config.task_delay, &cancel).await;
     report(agent, worker, &lease, ended).await;
+}
+
+/// `--simulate-slow-ms`: a straggler holds its finished attempt (its
+/// output written, a reduce's staged) this long before it reports, unless
+/// the coordinator drops the attempt first.
+async fn straggle(delay: Duration, cancel: &Cancel) {
+    let until = tokio::time::Instant::now() + delay;
+    while !cancel.is_cancelled() {
+        let now = tokio::time::Instant::now();
+        if now >= until {
+            return;
+        }
+        tokio::time::sleep_until(until.min(now + Duration::from_millis(50))).await;
+    }
 }
 
 /// Bytes of JSON the two logs of a completion may take together: the
@@ -318,18 +330,24 @@ async fn run_map_lease(
         file_name,
         start,
         end,
+        size,
         format,
     } = lease.work.clone()
     else {
         return host_failure("map lease without map work".into());
     };
-    let response = match agent
-        .coordinator
-        .dataset(&input, crate::input::read_from(start))
-        .await
-    {
-        Ok(response) => response,
-        Err(err) => return host_failure(format!("reading input {input}: {err:#}")),
+    // The split of an empty file has nothing to read.
+    let response = if end == 0 {
+        None
+    } else {
+        match agent
+            .coordinator
+            .dataset(&input, crate::input::read_from(start), size)
+            .await
+        {
+            Ok(response) => Some(response),
+            Err(err) => return host_failure(format!("reading input {input}: {err:#}")),
+        }
     };
     let reader = BodyReader::new(response);
     let settings = MapSettings {

@@ -90,10 +90,61 @@ fn an_endless_loop_times_out() {
 /// time limit, and the runtime is fine afterwards. Prints the latency.
 #[test]
 fn a_cancelled_attempt_stops_while_the_guest_spins() {
+    let latency = cancel_latency(&[("mode", "loop")]);
+    println!(
+        "cancel to stop, spinning: {:.1} ms",
+        latency.as_secs_f64() * 1e3
+    );
+    // The default limit is 10 minutes: stopping within seconds is the flag.
+    assert!(latency < Duration::from_secs(5), "{latency:?}");
+}
+
+#[test]
+fn a_cancelled_attempt_stops_while_the_guest_sleeps() {
+    let latency = cancel_latency(&[("mode", "sleep"), ("sleep-ms", "3600000")]);
+    println!(
+        "cancel to stop, sleeping: {:.1} ms",
+        latency.as_secs_f64() * 1e3
+    );
+    // The guest asked for an hour, its limit is 10 minutes.
+    assert!(latency < Duration::from_secs(5), "{latency:?}");
+}
+
+#[test]
+fn a_guest_sleeping_in_a_host_call_is_stopped_at_its_time_limit() {
+    let limits = Limits {
+        timeout_secs: 1,
+        ..Limits::default()
+    };
+    let started = std::time::Instant::now();
+    let failure = misbehave(&[("mode", "sleep"), ("sleep-ms", "3600000")], limits).unwrap_err();
+    assert!(
+        matches!(
+            failure.error,
+            TaskError::Guest(GuestError::Timeout { limit }) if limit == Duration::from_secs(1)
+        ),
+        "{:?}",
+        failure.error
+    );
+    // It asked to sleep for an hour.
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_runtime_healthy();
+}
+
+/// Runs a map task of the misbehaving guest with `args`, cancels it 300 ms
+/// in and returns how long it took to stop after that.
+fn cancel_latency(args: &[(&str, &str)]) -> Duration {
     let text = b"one two\nthree\n".to_vec();
     let len = text.len() as u64;
     let settings = MapSettings {
-        args: vec![("mode".into(), "loop".into())],
+        args: args
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
         ..MapSettings::new(2)
     };
     let cancel = settings.cancel.clone();
@@ -124,16 +175,13 @@ fn a_cancelled_attempt_stops_while_the_guest_spins() {
     );
     let stopped = std::time::Instant::now();
     canceller.join().unwrap();
-    let latency = stopped - cancelled_at.lock().unwrap().expect("cancelled");
-    println!("cancel to stop: {:.1} ms", latency.as_secs_f64() * 1e3);
     assert!(
         matches!(report.outcome, Err(TaskError::Cancelled)),
         "{:?}",
         report.outcome
     );
-    // The default limit is 10 minutes: stopping within seconds is the flag.
-    assert!(latency < Duration::from_secs(5), "{latency:?}");
     assert_runtime_healthy();
+    stopped - cancelled_at.lock().unwrap().expect("cancelled")
 }
 
 #[test]
@@ -274,4 +322,49 @@ fn a_flood_of_stdout_is_capped_and_the_task_succeeds() {
     misbehave_over(vec![input], &[("mode", "stdout")], Limits::default())
         .expect("the job succeeds");
     assert_runtime_healthy();
+}
+
+#[test]
+fn a_record_past_the_limit_fails_the_task_naming_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("long.txt");
+    let mut text = b"short line\n".to_vec();
+    text.extend(std::iter::repeat_n(b'x', 64 << 10));
+    text.extend_from_slice(b"\nafter\n");
+    std::fs::write(&path, &text).unwrap();
+    let limits = Limits {
+        record_bytes: 4096,
+        ..Limits::default()
+    };
+    let failure = misbehave_over(vec![path], &[], limits).unwrap_err();
+    match &failure.error {
+        TaskError::Guest(GuestError::RecordTooLong {
+            file,
+            offset,
+            limit,
+        }) => {
+            assert!(file.ends_with("long.txt"), "{file}");
+            assert_eq!((*offset, *limit), (11, 4096));
+        }
+        other => panic!("expected a record too long, got {other:?}"),
+    }
+    let message = failure.error.to_string();
+    assert!(message.contains("--max-record-bytes"), "{message}");
+}
+
+#[test]
+fn an_output_past_the_limit_fails_the_reduce() {
+    let limits = Limits {
+        output_bytes: 1024,
+        ..Limits::default()
+    };
+    let failure = misbehave(&[], limits).unwrap_err();
+    assert!(
+        matches!(
+            failure.error,
+            TaskError::Guest(GuestError::OutputTooLarge { limit: 1024 })
+        ),
+        "{:?}",
+        failure.error
+    );
 }

@@ -47,6 +47,8 @@ pub struct NewWorker {
     pub listen: Option<u16>,
     /// `--advertise` (default: its own address).
     pub advertise: Option<String>,
+    /// `--simulate-slow-ms`: a straggler (default: none).
+    pub slow_ms: Option<u64>,
 }
 
 struct CoordinatorProcess {
@@ -61,6 +63,7 @@ struct WorkerProcess {
     slots: u32,
     fixed_listen: Option<u16>,
     advertise: Option<String>,
+    slow_ms: Option<u64>,
     /// Where reducers reach it, as registered.
     address: String,
     process: Option<Process>,
@@ -144,6 +147,11 @@ impl Chaos {
         format!("{:02}-{role}", self.spawned)
     }
 
+    /// The coordinator's data directory (its blobs are under `blobs/`).
+    pub fn coordinator_dir(&self) -> PathBuf {
+        self.dir.path().join("coordinator")
+    }
+
     pub fn coordinator_url(&self, index: usize) -> String {
         format!("http://{}", self.coordinators[index].listen)
     }
@@ -163,7 +171,7 @@ impl Chaos {
         assert!(self.coordinators[index].process.is_none());
         let name = self.next_name(&format!("serve{index}"));
         let listen = self.coordinators[index].listen.clone();
-        let data_dir = self.dir.path().join("coordinator");
+        let data_dir = self.coordinator_dir();
         let dead_after = self.dead_after_secs.to_string();
         let mut args = os_args(&[
             &"serve",
@@ -213,6 +221,7 @@ impl Chaos {
             slots,
             fixed_listen: new.listen,
             advertise: new.advertise,
+            slow_ms: new.slow_ms,
             address: String::new(),
             process: None,
         });
@@ -250,6 +259,10 @@ impl Chaos {
         if let Some(advertise) = &worker.advertise {
             args.push(OsString::from("--advertise"));
             args.push(OsString::from(advertise));
+        }
+        if let Some(ms) = worker.slow_ms {
+            args.push(OsString::from("--simulate-slow-ms"));
+            args.push(OsString::from(ms.to_string()));
         }
         worker.process = Some(Process::spawn(&name, self.dir.path(), &args));
     }

@@ -5,9 +5,11 @@
 use std::sync::Arc;
 
 use protocol::{AttemptOutcome, JobState, TaskKind, TaskState};
-use server::store::{BACKUP_MIN_RUNNING_MS, Completion, Store};
+use server::store::{BACKUP_MIN_RUNNING_MS, Completion, Store, staged_output_path};
 
-use super::{LIVE, attempt, create_job, job, lease, map_done, register, task};
+use super::{
+    LIVE, attempt, create_job, job, lease, map_done, reduce_done, register, run_maps, task,
+};
 
 pub async fn stragglers_get_one_backup_and_the_first_finish_wins(store: Arc<dyn Store>) {
     let t0 = 1_000_000;
@@ -91,7 +93,7 @@ pub async fn stragglers_get_one_backup_and_the_first_finish_wins(store: Arc<dyn 
         )
         .await
         .unwrap();
-    assert_eq!(late_report, Completion::Refused);
+    assert_eq!(late_report, Completion::Refused { discard: vec![] });
     let reduce = lease(&store, &fast, late + 30).await;
     match reduce.work {
         protocol::worker_api::TaskWork::Reduce { sources, .. } => {
@@ -159,4 +161,92 @@ pub async fn a_dead_primary_hands_over_to_its_backup(store: Arc<dyn Store>) {
         .unwrap();
     assert!(matches!(done, Completion::Accepted { .. }));
     assert_eq!(job(&store, id).await.state, JobState::Reducing);
+}
+
+/// A backup reduce may stage its output like the primary; the first to
+/// finish commits, and the loser's staged output is handed back to be
+/// deleted, while a repeated report of the winner keeps the winner's.
+pub async fn a_backup_reduce_stages_and_the_loser_is_discarded(store: Arc<dyn Store>) {
+    let t0 = 3_000_000;
+    let fast = register(&store, "fast", t0).await;
+    let slow = register(&store, "slow", t0).await;
+    let spare = register(&store, "spare", t0).await;
+    let id = create_job(&store, 2, 2, t0).await;
+    run_maps(&store, id, &[&fast], 2, 2, t0).await;
+
+    let r0 = lease(&store, &fast, t0 + 100).await;
+    let straggler = lease(&store, &slow, t0 + 100).await;
+    assert_eq!(
+        (r0.kind, straggler.kind),
+        (TaskKind::Reduce, TaskKind::Reduce)
+    );
+    let target = store
+        .attempt_target(straggler.attempt)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(target.holds);
+    assert_eq!(
+        (target.job, target.kind, target.index),
+        (id, TaskKind::Reduce, straggler.index)
+    );
+    let done = store
+        .complete(r0.attempt, &reduce_done(&fast), t0 + 600)
+        .await
+        .unwrap();
+    assert!(done.accepted() && done.discard().is_empty(), "{done:?}");
+
+    let late = t0 + 100 + BACKUP_MIN_RUNNING_MS + 1_000;
+    let backup = lease(&store, &spare, late).await;
+    assert_eq!(backup.task, straggler.task);
+    // Both attempts may stage their output.
+    for attempt in [straggler.attempt, backup.attempt] {
+        let target = store.attempt_target(attempt).await.unwrap().unwrap();
+        assert!(target.holds, "attempt {attempt} may stage");
+    }
+
+    let won = store
+        .complete(backup.attempt, &reduce_done(&spare), late + 10)
+        .await
+        .unwrap();
+    assert!(won.accepted());
+    assert_eq!(
+        won.discard(),
+        [staged_output_path(id, straggler.attempt, straggler.index)],
+        "the loser's staged output goes"
+    );
+    assert_eq!(job(&store, id).await.state, JobState::Succeeded);
+    let outputs = store.reduce_outputs(id).await.unwrap();
+    assert!(
+        outputs.contains(&(
+            straggler.index,
+            staged_output_path(id, backup.attempt, backup.index)
+        )),
+        "the winner's output is the partition's: {outputs:?}"
+    );
+    // The loser may stage no more, and its report is refused.
+    assert!(
+        !store
+            .attempt_target(straggler.attempt)
+            .await
+            .unwrap()
+            .unwrap()
+            .holds
+    );
+    let refused = store
+        .complete(straggler.attempt, &reduce_done(&slow), late + 20)
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        Completion::Refused {
+            discard: vec![staged_output_path(id, straggler.attempt, straggler.index)]
+        }
+    );
+    // A repeated report of the winner changes nothing and keeps its output.
+    let again = store
+        .complete(backup.attempt, &reduce_done(&spare), late + 30)
+        .await
+        .unwrap();
+    assert_eq!(again, Completion::Refused { discard: vec![] });
 }

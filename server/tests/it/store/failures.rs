@@ -37,7 +37,8 @@ pub async fn guest_failures_use_up_attempts(store: Arc<dyn Store>) {
         done,
         Completion::Accepted {
             job: id,
-            reduce_partition: None
+            reduce_partition: None,
+            discard: vec![],
         }
     );
     let retry = task(&store, id, TaskKind::Map, 0).await;
@@ -216,4 +217,40 @@ pub async fn a_stale_fetch_failure_keeps_the_new_map_output(store: Arc<dyn Store
         panic!("a reduce lease carries reduce work");
     };
     assert_eq!(sources[1].attempt, rerun.attempt, "the new output is read");
+}
+
+/// Counters a guest pushes past the ends of i64 saturate, and the job
+/// stays readable (an overflowing sum was stored as REAL by SQLite, and
+/// every listing of the job failed to decode it).
+pub async fn counters_saturate_at_the_ends_of_i64(store: Arc<dyn Store>) {
+    let w = register(&store, "w", 0).await;
+    let id = create_job(&store, 3, 1, 0).await;
+    for map in 0..3 {
+        let lease = lease(&store, &w, 10 + map).await;
+        let mut report = map_done(&w, lease.index, 1);
+        report.counters.add("up", i64::MAX);
+        report.counters.add("down", i64::MIN);
+        report
+            .counters
+            .add("both", if map == 1 { i64::MIN } else { i64::MAX });
+        let done = store
+            .complete(lease.attempt, &report, 20 + map)
+            .await
+            .unwrap();
+        assert!(done.accepted(), "{done:?}");
+    }
+    let counters = store.job_counters(id).await.unwrap();
+    assert_eq!(counters.get("up"), i64::MAX);
+    assert_eq!(counters.get("down"), i64::MIN);
+    // MAX, then MAX + MIN = -1, then -1 + MAX.
+    assert_eq!(counters.get("both"), i64::MAX - 1);
+    assert_eq!(job(&store, id).await.state, JobState::Reducing);
+    assert!(
+        store
+            .list_jobs(10)
+            .await
+            .unwrap()
+            .iter()
+            .any(|j| j.id == id)
+    );
 }

@@ -52,6 +52,7 @@ pub async fn job_runs_from_maps_to_success(store: Arc<dyn Store>) {
                 file_name: input.file_name,
                 start: input.start,
                 end: input.end,
+                size: input.size,
                 format: spec(R).format,
             }
         );
@@ -78,7 +79,8 @@ pub async fn job_runs_from_maps_to_success(store: Arc<dyn Store>) {
             done,
             Completion::Accepted {
                 job: id,
-                reduce_partition: None
+                reduce_partition: None,
+                discard: vec![],
             }
         );
     }
@@ -142,7 +144,8 @@ pub async fn job_runs_from_maps_to_success(store: Arc<dyn Store>) {
             done,
             Completion::Accepted {
                 job: id,
-                reduce_partition: Some(partition as u32)
+                reduce_partition: Some(partition as u32),
+                discard: vec![],
             }
         );
         let state = job(&store, id).await.state;

@@ -37,7 +37,7 @@ pub async fn duplicate_and_foreign_completions_are_refused(store: Arc<dyn Store>
         .complete(held.attempt, &map_done(&w2, 0, 1), 200)
         .await
         .unwrap();
-    assert_eq!(done, Completion::Refused);
+    assert_eq!(done, Completion::Refused { discard: vec![] });
     assert_eq!(snapshot(&store, id).await, before);
     let a = attempt(&store, id, held.attempt).await;
     assert_eq!((a.outcome, a.ended_at), (AttemptOutcome::Running, None));
@@ -50,7 +50,8 @@ pub async fn duplicate_and_foreign_completions_are_refused(store: Arc<dyn Store>
         done,
         Completion::Accepted {
             job: id,
-            reduce_partition: None
+            reduce_partition: None,
+            discard: vec![],
         }
     );
     assert_eq!(job(&store, id).await.state, JobState::Reducing);
@@ -62,7 +63,7 @@ pub async fn duplicate_and_foreign_completions_are_refused(store: Arc<dyn Store>
             .complete(held.attempt, &map_done(worker, 0, 1), 400)
             .await
             .unwrap();
-        assert_eq!(done, Completion::Refused);
+        assert_eq!(done, Completion::Refused { discard: vec![] });
         assert_eq!(snapshot(&store, id).await, before);
     }
     let a = attempt(&store, id, held.attempt).await;
@@ -111,7 +112,7 @@ pub async fn completion_after_expiry_is_superseded(store: Arc<dyn Store>) {
         .complete(old.attempt, &map_done(&w1, 0, 1), 12_300)
         .await
         .unwrap();
-    assert_eq!(done, Completion::Refused);
+    assert_eq!(done, Completion::Refused { discard: vec![] });
     assert_eq!(
         attempt(&store, id, old.attempt).await.outcome,
         AttemptOutcome::Superseded

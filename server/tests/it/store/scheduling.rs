@@ -131,7 +131,7 @@ pub async fn cancel_stops_a_job(store: Arc<dyn Store>) {
         .complete(running.attempt, &map_done(&w, 0, 1), 400)
         .await
         .unwrap();
-    assert_eq!(done, Completion::Refused);
+    assert_eq!(done, Completion::Refused { discard: vec![] });
     let refused = attempt(&store, id, running.attempt).await;
     assert_eq!(refused.outcome, AttemptOutcome::Superseded);
     assert_eq!(refused.ended_at, Some(400));
