@@ -97,12 +97,15 @@ impl Blobs {
         start: u64,
         end: Option<u64>,
     ) -> anyhow::Result<Option<(u64, ByteStream)>> {
+        // No range for the whole object: a range starting at 0 of an
+        // empty object is an error to object_store.
         let range = match end {
-            Some(end) => GetRange::Bounded(start..end),
-            None => GetRange::Offset(start),
+            Some(end) => Some(GetRange::Bounded(start..end)),
+            None if start == 0 => None,
+            None => Some(GetRange::Offset(start)),
         };
         let options = GetOptions {
-            range: Some(range),
+            range,
             ..GetOptions::default()
         };
         match self.store.get_opts(&path(key)?, options).await {

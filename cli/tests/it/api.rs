@@ -339,6 +339,22 @@ async fn bad_dataset_requests_are_4xx(backend: &str) {
     );
     refused(&cluster, delete, StatusCode::CONFLICT).await;
 
+    // An empty file reads back empty (it was a 500).
+    let empty = cluster
+        .request(
+            Method::PUT,
+            "/datasets/empty.txt",
+            Some(&cluster.user_token),
+        )
+        .body("")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty.status(), StatusCode::CREATED);
+    let read = cluster.get("/datasets/empty.txt").send().await.unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    assert!(read.bytes().await.unwrap().is_empty());
+
     // The worker side: bad paths are 400, bad ranges 416.
     let worker_get = |path: &str, range: Option<&str>| {
         let request = cluster.request(

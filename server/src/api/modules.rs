@@ -72,7 +72,7 @@ pub(crate) async fn read_limited(body: Body, limit: u64, what: &str) -> ApiResul
 /// is stored, by sha256; uploading the same bytes again changes nothing.
 #[utoipa::path(post, path = "/modules", tag = "modules", security(("user" = [])),
     params(UploadQuery),
-    request_body(content = String, description = "The `.wasm` file", content_type = "application/wasm"),
+    request_body(content = String, description = "The `.wasm` file", content_type = "application/octet-stream"),
     responses(
         (status = 201, description = "Stored", body = ModuleInfo),
         (status = 200, description = "Already stored", body = ModuleInfo),
