@@ -241,10 +241,11 @@ macro_rules! store_impl {
         /// (jobs take turns, so they share the workers).
         const LEASE_JOBS: &str = "SELECT j.id, CASE WHEN j.state = 'mapping' THEN 'map' ELSE 'reduce' END AS kind, \
              j.spec, j.token \
-             FROM jobs j WHERE j.state IN ('mapping', 'reducing') AND EXISTS (SELECT 1 FROM tasks t \
+             FROM jobs j JOIN job_turns turn ON turn.job_id = j.id \
+             WHERE j.state IN ('mapping', 'reducing') AND EXISTS (SELECT 1 FROM tasks t \
                WHERE t.job_id = j.id AND t.state = 'idle' \
                AND t.kind = CASE WHEN j.state = 'mapping' THEN 'map' ELSE 'reduce' END) \
-             ORDER BY j.last_leased_at, j.id LIMIT 4";
+             ORDER BY turn.last_leased_at, j.id LIMIT 4";
 
         /// The job's lowest idle task of the phase, skipping rows another
         /// transaction is leasing (Postgres).
@@ -260,17 +261,23 @@ macro_rules! store_impl {
         /// A backup attempt of a straggler: a running task of a phase with
         /// nothing left to start, running on another worker for longer
         /// than `BACKUP_MIN_RUNNING_MS` and than twice its finished peers'
-        /// average, and without a backup yet.
+        /// average, and without a backup yet. The averages are computed
+        /// once per (job, phase) in `peers`, not once per candidate: a
+        /// correlated average made the query quadratic in the job's tasks
+        /// (a 2,000-map job's tail kept every connection busy for minutes).
         const BACKUP_CANDIDATE: &str = concat!(
-            "UPDATE tasks SET backup_worker_id = $1, backup_deadline = $2, attempts = attempts + 1, updated_at = $3 \
+            "WITH peers AS (SELECT a2.job_id, t2.kind, AVG(a2.ended_at - a2.started_at) AS avg_ms \
+               FROM attempts a2 JOIN tasks t2 ON t2.id = a2.task_id JOIN jobs j2 ON j2.id = a2.job_id \
+               WHERE a2.outcome = 'succeeded' AND j2.backups AND j2.state IN ('mapping', 'reducing') \
+               GROUP BY a2.job_id, t2.kind) \
+             UPDATE tasks SET backup_worker_id = $1, backup_deadline = $2, attempts = attempts + 1, updated_at = $3 \
              WHERE id = (SELECT t.id FROM tasks t JOIN jobs j ON j.id = t.job_id JOIN attempts a ON a.id = t.attempt_id \
+               JOIN peers p ON p.job_id = t.job_id AND p.kind = t.kind \
                WHERE t.state = 'in_progress' AND t.backup_worker_id IS NULL AND t.worker_id <> $1 AND j.backups \
                AND ((t.kind = 'map' AND j.state = 'mapping') OR (t.kind = 'reduce' AND j.state = 'reducing')) \
                AND NOT EXISTS (SELECT 1 FROM tasks i WHERE i.job_id = t.job_id AND i.kind = t.kind AND i.state = 'idle') \
                AND $3 - a.started_at > $4 \
-               AND $3 - a.started_at > 2 * (SELECT AVG(a2.ended_at - a2.started_at) FROM attempts a2 \
-                 JOIN tasks t2 ON t2.id = a2.task_id \
-                 WHERE t2.job_id = t.job_id AND t2.kind = t.kind AND a2.outcome = 'succeeded') \
+               AND $3 - a.started_at > 2 * p.avg_ms \
                ORDER BY a.started_at LIMIT 1 ",
             $skip_locked,
             ") AND state = 'in_progress' AND backup_worker_id IS NULL RETURNING id, job_id, kind, idx, input"
@@ -608,6 +615,10 @@ macro_rules! store_impl {
                     .execute(&mut *tx)
                     .await?;
                 }
+                sqlx::query("INSERT INTO job_turns (job_id) VALUES ($1)")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
                 let paths: std::collections::BTreeSet<&str> = job.maps.iter().map(|m| m.path.as_str()).collect();
                 for path in paths {
                     sqlx::query("INSERT INTO job_inputs (job_id, path) VALUES ($1, $2)")
@@ -931,7 +942,8 @@ macro_rules! store_impl {
                     .bind(attempt)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query("UPDATE jobs SET last_leased_at = $2 WHERE id = $1")
+                // Not the jobs row: see migration 0007 (lock order).
+                sqlx::query("UPDATE job_turns SET last_leased_at = $2 WHERE job_id = $1")
                     .bind(job)
                     .bind(now)
                     .execute(&mut *tx)

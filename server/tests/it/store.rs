@@ -4,6 +4,7 @@
 
 mod backups;
 mod catalog;
+mod concurrency;
 mod failures;
 mod lifecycle;
 mod liveness;
@@ -63,6 +64,7 @@ conformance!(
     backups::stragglers_get_one_backup_and_the_first_finish_wins,
     backups::a_dead_primary_hands_over_to_its_backup,
     backups::a_backup_reduce_stages_and_the_loser_is_discarded,
+    concurrency::concurrent_clients_neither_deadlock_nor_lose_updates,
 );
 
 /// The liveness rules of every test.
