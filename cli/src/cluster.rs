@@ -150,9 +150,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (state, listener, _) =
         start_coordinator(args.listen, config, args.user_token, args.worker_token).await?;
     eprintln!(
-        "quern coordinator on http://{} ({} store)",
+        "quern coordinator on http://{} ({} store, {})",
         listener.local_addr()?,
-        state.store.backend()
+        state.store.backend(),
+        state.store.durability().await?
     );
     server::serve(listener, state, ctrl_c_or_term()).await
 }

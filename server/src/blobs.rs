@@ -28,7 +28,9 @@ impl Blobs {
     pub fn local(dir: &std::path::Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         Ok(Blobs {
-            store: Arc::new(LocalFileSystem::new_with_prefix(dir)?),
+            // A write is on disk (the file and the directory entries that
+            // name it) before it is acknowledged, as with a remote store.
+            store: Arc::new(LocalFileSystem::new_with_prefix(dir)?.with_fsync(true)),
         })
     }
 

@@ -173,6 +173,12 @@ pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 
+    /// How commits reach the disk, as the database reports it on a
+    /// connection of the pool: `synchronous_commit=on` (Postgres) or
+    /// `synchronous=full` (SQLite) when every acknowledged change survives
+    /// a power loss.
+    async fn durability(&self) -> StoreResult<String>;
+
     /// Adds an API token (stored hashed).
     async fn add_token(
         &self,

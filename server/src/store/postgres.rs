@@ -5,10 +5,10 @@
 //! locks that inserting an attempt (a foreign key to the job) takes, so a
 //! lease and a completion of the same job never deadlock.
 //!
-//! Commits do not wait for the WAL flush (`synchronous_commit = off`): a
-//! Postgres crash may forget the last few milliseconds of transitions, which
-//! only makes those tasks run again; the coordinator's own crashes lose
-//! nothing.
+//! Commits wait for the WAL flush (the server's `synchronous_commit`, on by
+//! default): what the coordinator acknowledged, a submitted job or an
+//! accepted completion (and with it a committed output a user may have
+//! downloaded), survives a crash of Postgres or of its machine.
 
 use std::str::FromStr;
 
@@ -27,13 +27,22 @@ impl PostgresStore {
 
     /// Connects to `url` and migrates the database.
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let options = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "off")]);
+        let options = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .connect_with(options)
             .await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
         Ok(PostgresStore { pool })
+    }
+}
+
+impl PostgresStore {
+    pub(super) async fn durability_setting(&self) -> StoreResult<String> {
+        let value: String = sqlx::query_scalar("SHOW synchronous_commit")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(format!("synchronous_commit={value}"))
     }
 }
 

@@ -451,6 +451,10 @@ macro_rules! store_impl {
                 Self::BACKEND
             }
 
+            async fn durability(&self) -> StoreResult<String> {
+                self.durability_setting().await
+            }
+
             async fn add_token(&self, token_hash: &str, kind: &str, name: &str, now: i64) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO tokens (token_hash, kind, name, created_at) VALUES ($1, $2, $3, $4) \

@@ -47,6 +47,7 @@ conformance!(
     catalog::tokens,
     catalog::modules,
     catalog::blobs,
+    catalog::commits_are_durable,
     lifecycle::job_runs_from_maps_to_success,
     lifecycle::listings_return_what_was_written,
     scheduling::concurrent_leases_hand_out_each_task_once,

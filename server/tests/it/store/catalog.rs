@@ -151,3 +151,15 @@ pub async fn blobs(store: Arc<dyn Store>) {
     let err = store.delete_blob("books/a.txt").await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound), "got {err:?}");
 }
+
+/// What the store acknowledges is on disk: Postgres waits for the WAL
+/// flush (it ran with `synchronous_commit = off`), SQLite syncs every
+/// commit (it ran `synchronous = NORMAL`, which can forget the last
+/// commits on a power loss).
+pub async fn commits_are_durable(store: Arc<dyn Store>) {
+    let expected = match store.backend() {
+        "postgres" => "synchronous_commit=on",
+        _ => "synchronous=full",
+    };
+    assert_eq!(store.durability().await.unwrap(), expected);
+}
