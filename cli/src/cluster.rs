@@ -91,13 +91,17 @@ fn token_file(dir: &Path, name: &str) -> anyhow::Result<String> {
     }
     let token = server::auth::new_token();
     std::fs::create_dir_all(dir)?;
-    std::fs::write(&path, format!("{token}\n"))
-        .with_context(|| format!("writing {}", path.display()))?;
+    // Owner-only from creation, not after: no moment where another user
+    // could read it.
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
     #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-    }
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(token)
 }
 

@@ -24,6 +24,10 @@ pub struct RegisterResponse {
     pub worker_id: WorkerId,
     /// How often to heartbeat, in milliseconds.
     pub heartbeat_ms: u64,
+    /// This worker's own token, for every call but registering: bound to
+    /// `worker_id`, revocable on its own (`DELETE /api/v1/workers/{id}`).
+    /// The cluster's worker token only registers.
+    pub token: String,
 }
 
 /// A worker asks for work, waiting up to `wait_ms` for some.

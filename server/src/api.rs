@@ -33,7 +33,7 @@ use crate::error::ApiError;
         (name = "modules", description = "Upload and manage `.wasm` modules"),
         (name = "datasets", description = "Input files"),
         (name = "workers", description = "The cluster's workers"),
-        (name = "worker protocol", description = "What workers call: leases, heartbeats, completions"),
+        (name = "worker protocol", description = "What workers call: registration (with the cluster's worker token), then leases, heartbeats and completions with the worker's own token"),
     )
 )]
 struct Document;
@@ -43,7 +43,9 @@ struct BearerTokens;
 impl utoipa::Modify for BearerTokens {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        for name in ["user", "worker"] {
+        // `user`: the user token; `worker`: the cluster's worker token
+        // (registration only); `node`: a worker's own token.
+        for name in ["user", "worker", "node"] {
             components.add_security_scheme(
                 name,
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
@@ -60,10 +62,13 @@ fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(jobs::router())
         .merge(workers::router())
         .route_layer(from_fn_with_state(state.clone(), crate::auth::require_user));
-    let worker = worker::router().route_layer(from_fn_with_state(
+    let join = worker::join_router().route_layer(from_fn_with_state(
         state.clone(),
         crate::auth::require_worker,
     ));
+    let worker = worker::router()
+        .route_layer(from_fn_with_state(state.clone(), crate::auth::require_node))
+        .merge(join);
     OpenApiRouter::with_openapi(<Document as utoipa::OpenApi>::openapi())
         .nest("/api/v1", user)
         .nest("/api/v1/worker", worker)

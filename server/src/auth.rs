@@ -1,5 +1,8 @@
-//! Bearer tokens: user tokens for the public API, a separate worker token
-//! for the worker endpoints. Only sha256 hashes are stored.
+//! Bearer tokens: user tokens for the public API; the cluster's worker
+//! token, which only registers a worker; and each worker's own token
+//! (`node`, named by its id), returned by registration and required by
+//! every other worker endpoint, which then acts only for that worker. Only
+//! sha256 hashes are stored.
 
 use axum::extract::State;
 use axum::http::request::Parts;
@@ -12,8 +15,15 @@ use crate::error::ApiError;
 
 /// Token kinds.
 pub const USER: &str = "user";
-/// The worker token kind.
+/// The cluster's worker token: registers workers, nothing else.
 pub const WORKER: &str = "worker";
+/// A worker's own token, named by the worker's id.
+pub const NODE: &str = "node";
+
+/// The worker a request's token belongs to (an extension set by
+/// [`require_node`]).
+#[derive(Debug, Clone)]
+pub struct Node(pub protocol::WorkerId);
 
 /// The stored form of a token.
 pub fn hash_token(token: &str) -> String {
@@ -37,10 +47,11 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .map(str::trim)
 }
 
-async fn check(state: &AppState, parts: &Parts, kind: &str) -> Result<(), ApiError> {
+/// The name of the request's token, if it is of `kind`.
+async fn check(state: &AppState, parts: &Parts, kind: &str) -> Result<String, ApiError> {
     let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
     match state.store.token_kind(&hash_token(token)).await? {
-        Some(k) if k == kind => Ok(()),
+        Some((k, name)) if k == kind => Ok(name),
         _ => Err(ApiError::Unauthorized),
     }
 }
@@ -58,7 +69,7 @@ pub async fn require_user(
         .await)
 }
 
-/// Middleware: the request carries the worker token.
+/// Middleware: the request carries the cluster's worker token.
 pub async fn require_worker(
     State(state): State<AppState>,
     req: axum::extract::Request,
@@ -69,4 +80,45 @@ pub async fn require_worker(
     Ok(next
         .run(axum::extract::Request::from_parts(parts, body))
         .await)
+}
+
+/// Middleware: the request carries a worker's own token; its worker is
+/// put in the request's extensions as [`Node`].
+pub async fn require_node(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let (mut parts, body) = req.into_parts();
+    let worker = check(&state, &parts, NODE).await?;
+    parts.extensions.insert(Node(protocol::WorkerId(worker)));
+    Ok(next
+        .run(axum::extract::Request::from_parts(parts, body))
+        .await)
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Node {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Node>()
+            .cloned()
+            .ok_or(ApiError::Unauthorized)
+    }
+}
+
+impl Node {
+    /// Refuses a request made for another worker than the token's.
+    pub fn check(&self, worker: &protocol::WorkerId) -> Result<(), ApiError> {
+        if &self.0 == worker {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this token belongs to worker {}, not {worker}",
+                self.0
+            )))
+        }
+    }
 }

@@ -31,6 +31,9 @@ pub enum ApiError {
     /// 401.
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// 403: the token is valid but not for this.
+    #[error("{0}")]
+    Forbidden(String),
     /// 413.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -80,6 +83,7 @@ impl IntoResponse for ApiError {
                 Some(field.clone()),
             ),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
             ApiError::PayloadTooLarge(_) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None)
             }

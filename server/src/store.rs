@@ -148,6 +148,8 @@ pub struct AttemptTarget {
     pub holds: bool,
     /// The job's `limits.output_bytes`.
     pub output_bytes: u64,
+    /// The worker the attempt was leased to.
+    pub worker: WorkerId,
 }
 
 /// Settings of the liveness rules.
@@ -187,8 +189,12 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         now: i64,
     ) -> StoreResult<()>;
-    /// The kind of the token with this hash.
-    async fn token_kind(&self, token_hash: &str) -> StoreResult<Option<String>>;
+    /// The kind and name of the token with this hash (a worker's own
+    /// token is kind `node`, named by the worker's id).
+    async fn token_kind(&self, token_hash: &str) -> StoreResult<Option<(String, String)>>;
+    /// Revokes a worker: its own tokens stop working and it is dead (its
+    /// tasks run again elsewhere). `NotFound` for an unknown worker.
+    async fn revoke_worker(&self, worker: &WorkerId, now: i64) -> StoreResult<()>;
 
     /// Records a module; false when it was already there.
     async fn put_module(&self, module: &ModuleInfo) -> StoreResult<bool>;

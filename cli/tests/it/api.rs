@@ -177,23 +177,31 @@ async fn worker_reports_are_checked(backend: &str) {
         .upload(&data("pg-metamorphosis.txt"), "books/pg-metamorphosis.txt")
         .await;
     let job = cluster.submit(&spec(&sha, "books/*.txt", 1)).await;
-    let token = cluster.worker_token.clone();
+    let registered: RegisterResponse = cluster.register_worker().await;
+    let token = registered.token.clone();
     let post = |path: &str, body: serde_json::Value| {
         cluster
             .request(Method::POST, path, Some(&token))
             .json(&body)
     };
-    let registered: RegisterResponse = post(
-        "/worker/register",
-        serde_json::json!({"address": "http://127.0.0.1:9", "slots": 1}),
-    )
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
     let worker = registered.worker_id.0;
+    // The cluster's worker token only registers; a worker's own token acts
+    // for that worker alone.
+    let join = cluster
+        .request(Method::POST, "/worker/lease", Some(&cluster.worker_token))
+        .json(&serde_json::json!({"worker_id": worker, "wait_ms": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(join.status(), StatusCode::UNAUTHORIZED);
+    let other = cluster.register_worker().await;
+    let impostor = cluster
+        .request(Method::POST, "/worker/lease", Some(&other.token))
+        .json(&serde_json::json!({"worker_id": worker, "wait_ms": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(impostor.status(), StatusCode::FORBIDDEN);
     let lease = || async {
         let lease: Lease = post(
             "/worker/lease",
@@ -222,14 +230,13 @@ async fn worker_reports_are_checked(backend: &str) {
         (status, response.text().await.unwrap())
     };
 
-    // A worker that never registered gets nothing.
+    // A token acts for its own worker only.
     let (code, text) = status(post(
         "/worker/lease",
         serde_json::json!({"worker_id": "w-never-registered", "wait_ms": 0}),
     ))
     .await;
-    assert_eq!(code, StatusCode::CONFLICT, "{text}");
-    assert!(text.contains("register again"), "{text}");
+    assert_eq!(code, StatusCode::FORBIDDEN, "{text}");
 
     let map = lease().await;
     assert_eq!(map.kind, TaskKind::Map);
@@ -254,7 +261,7 @@ async fn worker_reports_are_checked(backend: &str) {
     let info: protocol::api::JobInfo = cluster.get_json(&format!("/jobs/{job}")).await;
     assert_eq!(info.state, JobState::Reducing);
 
-    let stage = || {
+    let stage_as = |token: String| {
         cluster
             .request(
                 Method::PUT,
@@ -263,6 +270,10 @@ async fn worker_reports_are_checked(backend: &str) {
             )
             .body("one\t1\n")
     };
+    let stage = || stage_as(token.clone());
+    // Another worker cannot stage this worker's output.
+    let (code, text) = status(stage_as(other.token.clone())).await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{text}");
     let (code, text) = status(stage()).await;
     assert_eq!(code, StatusCode::NO_CONTENT, "{text}");
     let (code, text) = status(complete(reduce.attempt.to_string(), done)).await;
@@ -280,6 +291,36 @@ async fn worker_reports_are_checked(backend: &str) {
             .map(String::as_str),
         Some("one\t1\n")
     );
+    // A revoked worker's token stops working; unknown workers are 404.
+    let revoke = cluster
+        .request(
+            Method::DELETE,
+            &format!("/workers/{worker}"),
+            Some(&cluster.user_token),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status(), StatusCode::NO_CONTENT);
+    let (code, text) = status(post(
+        "/worker/heartbeat",
+        serde_json::json!({"worker_id": worker, "running": [], "holding": []}),
+    ))
+    .await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "{text}");
+    let workers: Vec<protocol::api::WorkerInfo> = cluster.get_json("/workers").await;
+    let listed = workers.iter().find(|w| w.id.0 == worker).expect("listed");
+    assert_eq!(listed.state, "dead");
+    refused(
+        &cluster,
+        cluster.request(
+            Method::DELETE,
+            "/workers/w-nobody",
+            Some(&cluster.user_token),
+        ),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     cluster.stop().await;
 }
 
@@ -356,11 +397,12 @@ async fn bad_dataset_requests_are_4xx(backend: &str) {
     assert!(read.bytes().await.unwrap().is_empty());
 
     // The worker side: bad paths are 400, bad ranges 416.
+    let node = cluster.register_worker().await.token;
     let worker_get = |path: &str, range: Option<&str>| {
         let request = cluster.request(
             Method::GET,
             &format!("/worker/datasets/{path}"),
-            Some(&cluster.worker_token),
+            Some(&node),
         );
         match range {
             Some(range) => request.header("range", range),
@@ -404,6 +446,7 @@ async fn bad_dataset_requests_are_4xx(backend: &str) {
 /// describes every operation with its schemas and security.
 async fn the_openapi_document_describes_the_api(backend: &str) {
     let cluster = TestCluster::spawn(0, backend).await;
+    let node = cluster.register_worker().await.token;
     let response = cluster
         .request(Method::GET, "/openapi.json", None)
         .send()
@@ -436,6 +479,7 @@ async fn the_openapi_document_describes_the_api(backend: &str) {
         ("put", "/api/v1/datasets/{path}"),
         ("delete", "/api/v1/datasets/{path}"),
         ("get", "/api/v1/workers"),
+        ("delete", "/api/v1/workers/{id}"),
         ("post", "/api/v1/worker/register"),
         ("post", "/api/v1/worker/lease"),
         ("post", "/api/v1/worker/heartbeat"),
@@ -458,10 +502,10 @@ async fn the_openapi_document_describes_the_api(backend: &str) {
     for (method, path) in operations {
         let operation = &doc["paths"][path][method];
         assert!(operation.is_object(), "{method} {path} is not documented");
-        let scheme = if path.starts_with("/api/v1/worker/") {
-            "worker"
-        } else {
-            "user"
+        let scheme = match path {
+            "/api/v1/worker/register" => "worker",
+            p if p.starts_with("/api/v1/worker/") => "node",
+            _ => "user",
         };
         assert!(
             operation["security"][0][scheme].is_array(),
@@ -519,7 +563,7 @@ async fn the_openapi_document_describes_the_api(backend: &str) {
     let not_json = refused(
         &cluster,
         cluster
-            .request(Method::POST, "/worker/lease", Some(&cluster.worker_token))
+            .request(Method::POST, "/worker/lease", Some(&node))
             .body("{}"),
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
     )

@@ -174,6 +174,18 @@ impl TestCluster {
         }
     }
 
+    /// Registers a worker (at an address nothing listens on) with the
+    /// cluster's worker token; the answer carries the worker's own token.
+    pub async fn register_worker(&self) -> protocol::worker_api::RegisterResponse {
+        let response = self
+            .request(Method::POST, "/worker/register", Some(&self.worker_token))
+            .json(&serde_json::json!({"address": "http://127.0.0.1:9", "slots": 1}))
+            .send()
+            .await
+            .expect("POST /worker/register reaches the API");
+        expect_json(response, "POST /worker/register").await
+    }
+
     /// Stops the workers and the coordinator, and checks that each ended
     /// without an error.
     pub async fn stop(mut self) {
@@ -966,6 +978,17 @@ async fn quern_processes_run_a_submitted_job() {
             .to_owned()
     };
     let (user_token, worker_token) = (token("token"), token("worker-token"));
+    // The secrets at rest are the owner's alone.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for name in ["token", "worker-token", "quern.db"] {
+            let mode = std::fs::metadata(coordinator_dir.join(name))
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name} has mode {:o}", mode & 0o777);
+        }
+    }
     let _workers: Vec<Process> = (0..2)
         .map(|n| {
             let name = format!("worker-{n}");

@@ -18,6 +18,7 @@ use protocol::{AttemptId, TaskKind, WorkerId};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
+use crate::auth::Node;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, PathParams};
 use crate::{AppState, now_ms};
@@ -28,9 +29,14 @@ use crate::{AppState, now_ms};
 #[openapi(paths(dataset))]
 struct DatasetPath;
 
+/// What the cluster's worker token opens: registration.
+pub fn join_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(register))
+}
+
+/// What a worker's own token opens: everything else.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(<DatasetPath as utoipa::OpenApi>::openapi())
-        .routes(routes!(register))
         .routes(routes!(lease))
         .routes(routes!(heartbeat))
         .routes(routes!(complete))
@@ -39,7 +45,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .route("/datasets/{*path}", axum::routing::get(dataset))
 }
 
-/// Registers a worker: its map-output server's address and its slots.
+/// Registers a worker: its map-output server's address and its slots. The
+/// answer carries the worker's id and its own token, which every other
+/// worker call must use.
 #[utoipa::path(post, path = "/register", tag = "worker protocol", security(("worker" = [])),
     request_body = RegisterRequest,
     responses(
@@ -63,35 +71,50 @@ async fn register(
         ));
     }
     let id = WorkerId(format!("w-{}", &crate::auth::new_token()[4..20]));
+    let now = now_ms();
     state
         .store
-        .register_worker(&id, &req.address, req.slots, now_ms())
+        .register_worker(&id, &req.address, req.slots, now)
+        .await?;
+    let token = crate::auth::new_token();
+    state
+        .store
+        .add_token(
+            &crate::auth::hash_token(&token),
+            crate::auth::NODE,
+            &id.0,
+            now,
+        )
         .await?;
     tracing::info!(worker_id = %id, address = %req.address, slots = req.slots, "worker registered");
     state.changed.notify_waiters();
     Ok(Json(RegisterResponse {
         worker_id: id,
         heartbeat_ms: state.config.heartbeat.as_millis() as u64,
+        token,
     }))
 }
 
 /// Long poll: answers with a lease as soon as one is available, or 204
 /// after `wait_ms`. Waiters wake on job changes in this process and poll
 /// the database every 250 ms for changes made by other coordinators.
-#[utoipa::path(post, path = "/lease", tag = "worker protocol", security(("worker" = [])),
+#[utoipa::path(post, path = "/lease", tag = "worker protocol", security(("node" = [])),
     request_body = LeaseRequest,
     responses(
         (status = 200, description = "A task attempt to run", body = Lease),
         (status = 204, description = "Nothing to run within the wait"),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "The token is another worker's", body = ErrorBody),
         (status = 409, description = "The worker is not registered, or was declared dead", body = ErrorBody),
         (status = 415, body = ErrorBody),
     ))]
 async fn lease(
     State(state): State<AppState>,
+    node: Node,
     JsonBody(req): JsonBody<LeaseRequest>,
 ) -> ApiResult<Response> {
+    node.check(&req.worker_id)?;
     let wait = Duration::from_millis(req.wait_ms).min(state.config.lease_wait);
     let deadline = Instant::now() + wait;
     loop {
@@ -118,18 +141,21 @@ async fn lease(
 
 /// Renews the leases of the attempts a worker runs; answers which to drop
 /// and which jobs' map outputs it may delete.
-#[utoipa::path(post, path = "/heartbeat", tag = "worker protocol", security(("worker" = [])),
+#[utoipa::path(post, path = "/heartbeat", tag = "worker protocol", security(("node" = [])),
     request_body = HeartbeatRequest,
     responses(
         (status = 200, body = HeartbeatResponse),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "The token is another worker's", body = ErrorBody),
         (status = 415, body = ErrorBody),
     ))]
 async fn heartbeat(
     State(state): State<AppState>,
+    node: Node,
     JsonBody(req): JsonBody<HeartbeatRequest>,
 ) -> ApiResult<Json<HeartbeatResponse>> {
+    node.check(&req.worker_id)?;
     let now = now_ms();
     let Some(drop) = state
         .store
@@ -150,13 +176,14 @@ async fn heartbeat(
 }
 
 /// Reports how an attempt ended; applied only while it holds its lease.
-#[utoipa::path(post, path = "/attempts/{attempt}/complete", tag = "worker protocol", security(("worker" = [])),
+#[utoipa::path(post, path = "/attempts/{attempt}/complete", tag = "worker protocol", security(("node" = [])),
     params(("attempt" = i64, Path, description = "The attempt")),
     request_body = CompleteRequest,
     responses(
         (status = 200, description = "`accepted`: whether the report was applied", body = CompleteResponse),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "The token is another worker's", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "The report cannot be right (an index that describes no file, a reduce with nothing staged)", body = ErrorBody),
         (status = 413, body = ErrorBody),
@@ -164,9 +191,11 @@ async fn heartbeat(
     ))]
 async fn complete(
     State(state): State<AppState>,
+    node: Node,
     PathParams(attempt): PathParams<String>,
     JsonBody(req): JsonBody<CompleteRequest>,
 ) -> ApiResult<Json<CompleteResponse>> {
+    node.check(&req.worker_id)?;
     let attempt: AttemptId = attempt.parse().map_err(ApiError::NotFound)?;
     if req.counters.0.len() > protocol::counters::MAX_REPORTED {
         return Err(ApiError::BadRequest(format!(
@@ -221,19 +250,21 @@ async fn discard_staged(state: &AppState, key: &str) {
 /// Only an attempt holding its lease (the task's attempt or its backup)
 /// may stage, at most the job's `limits.output_bytes`. An attempt that
 /// lost its lease while its output streamed in has it deleted again.
-#[utoipa::path(put, path = "/attempts/{attempt}/output", tag = "worker protocol", security(("worker" = [])),
+#[utoipa::path(put, path = "/attempts/{attempt}/output", tag = "worker protocol", security(("node" = [])),
     params(("attempt" = i64, Path, description = "The reduce attempt")),
     request_body(content = String, description = "The reduce output", content_type = "application/octet-stream"),
     responses(
         (status = 204, description = "Staged"),
         (status = 400, description = "Not a reduce attempt", body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "The token is another worker's", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "The attempt no longer holds its lease", body = ErrorBody),
         (status = 413, description = "Larger than the job's `limits.output_bytes`", body = ErrorBody),
     ))]
 async fn upload_output(
     State(state): State<AppState>,
+    node: Node,
     PathParams(attempt): PathParams<String>,
     body: Body,
 ) -> ApiResult<StatusCode> {
@@ -243,6 +274,7 @@ async fn upload_output(
         .attempt_target(attempt)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no attempt {attempt}")))?;
+    node.check(&target.worker)?;
     if target.kind != TaskKind::Reduce {
         return Err(ApiError::BadRequest(
             "only reduce attempts have outputs to stage".into(),
@@ -275,7 +307,7 @@ async fn upload_output(
 }
 
 /// A module's `.wasm` bytes.
-#[utoipa::path(get, path = "/modules/{sha256}", tag = "worker protocol", security(("worker" = [])),
+#[utoipa::path(get, path = "/modules/{sha256}", tag = "worker protocol", security(("node" = [])),
     params(("sha256" = String, Path, description = "The module's sha256")),
     responses(
         (status = 200, content_type = "application/wasm", body = String),
@@ -297,7 +329,7 @@ async fn module(
 }
 
 /// Input bytes for map tasks, with `Range: bytes=A-` or `bytes=A-B`.
-#[utoipa::path(get, path = "/datasets/{path}", tag = "worker protocol", security(("worker" = [])),
+#[utoipa::path(get, path = "/datasets/{path}", tag = "worker protocol", security(("node" = [])),
     params(
         ("path" = String, Path, description = "The dataset file's path"),
         ("range" = Option<String>, Header, description = "One byte range"),

@@ -469,11 +469,31 @@ macro_rules! store_impl {
                 Ok(())
             }
 
-            async fn token_kind(&self, token_hash: &str) -> StoreResult<Option<String>> {
-                Ok(sqlx::query_scalar::<_, String>("SELECT kind FROM tokens WHERE token_hash = $1")
+            async fn token_kind(&self, token_hash: &str) -> StoreResult<Option<(String, String)>> {
+                Ok(sqlx::query_as::<_, (String, String)>("SELECT kind, name FROM tokens WHERE token_hash = $1")
                     .bind(token_hash)
                     .fetch_optional(&self.pool)
                     .await?)
+            }
+
+            async fn revoke_worker(&self, worker: &WorkerId, now: i64) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                // Dead now: the next expiry pass takes its tasks back.
+                let found = sqlx::query("UPDATE workers SET state = 'dead', last_heartbeat = $2 WHERE id = $1")
+                    .bind(&worker.0)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if found == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                sqlx::query("DELETE FROM tokens WHERE kind = 'node' AND name = $1")
+                    .bind(&worker.0)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn put_module(&self, m: &ModuleInfo) -> StoreResult<bool> {
@@ -766,14 +786,14 @@ macro_rules! store_impl {
             }
 
             async fn attempt_target(&self, attempt: AttemptId) -> StoreResult<Option<AttemptTarget>> {
-                let row: Option<(i64, String, i32, String, Option<i64>, Option<i64>, String, String)> = sqlx::query_as(
-                    "SELECT t.job_id, t.kind, t.idx, t.state, t.attempt_id, t.backup_attempt_id, j.state, j.spec \
+                let row: Option<(i64, String, i32, String, Option<i64>, Option<i64>, String, String, String)> = sqlx::query_as(
+                    "SELECT t.job_id, t.kind, t.idx, t.state, t.attempt_id, t.backup_attempt_id, j.state, j.spec, a.worker_id \
                      FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id WHERE a.id = $1",
                 )
                 .bind(attempt.0)
                 .fetch_optional(&self.pool)
                 .await?;
-                let Some((job, kind, idx, state, current, backup, job_state, spec)) = row else {
+                let Some((job, kind, idx, state, current, backup, job_state, spec, worker)) = row else {
                     return Ok(None);
                 };
                 let spec: JobSpec = serde_json::from_str(&spec)?;
@@ -785,6 +805,7 @@ macro_rules! store_impl {
                         && (current == Some(attempt.0) || backup == Some(attempt.0))
                         && !parse::<JobState>(&job_state)?.is_finished(),
                     output_bytes: spec.limits.output_bytes,
+                    worker: WorkerId(worker),
                 }))
             }
 

@@ -57,6 +57,7 @@ conformance!(
     liveness::completion_after_expiry_is_superseded,
     liveness::heartbeat_renews_and_reports,
     liveness::dead_worker_loses_its_tasks_and_map_outputs,
+    liveness::unknown_workers_get_no_lease,
     failures::guest_failures_use_up_attempts,
     failures::host_failures_do_not_count,
     failures::fetch_failure_reruns_the_map,

@@ -1,5 +1,7 @@
 //! The coordinator's worker endpoints, as typed calls.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -15,7 +17,15 @@ use reqwest::StatusCode;
 pub struct Coordinator {
     http: reqwest::Client,
     base: String,
-    token: String,
+    /// The cluster's worker token: registers, nothing else.
+    join_token: String,
+    /// The token each registration returned, by the id it named. A worker
+    /// declared dead registers again under a new id while its old
+    /// attempts run on; their reports go out under the old id's token.
+    tokens: Arc<Mutex<HashMap<WorkerId, String>>>,
+    /// The latest registration's token, for calls about no worker in
+    /// particular (modules, inputs).
+    latest: Arc<Mutex<Option<String>>>,
 }
 
 impl Coordinator {
@@ -27,8 +37,22 @@ impl Coordinator {
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build()?,
             base: base.trim_end_matches('/').to_owned(),
-            token: token.to_owned(),
+            join_token: token.to_owned(),
+            tokens: Arc::default(),
+            latest: Arc::default(),
         })
+    }
+
+    /// The token to act as `worker` with (the latest one when `None`).
+    fn token(&self, worker: Option<&WorkerId>) -> String {
+        if let Some(token) = worker.and_then(|w| self.tokens.lock().unwrap().get(w).cloned()) {
+            return token;
+        }
+        self.latest
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| self.join_token.clone())
     }
 
     pub(crate) fn http(&self) -> &reqwest::Client {
@@ -42,13 +66,14 @@ impl Coordinator {
     async fn post<B: serde::Serialize, R: serde::de::DeserializeOwned>(
         &self,
         path: &str,
+        token: &str,
         body: &B,
         timeout: Duration,
     ) -> anyhow::Result<Option<R>> {
         let response = self
             .http
             .post(self.url(path))
-            .bearer_auth(&self.token)
+            .bearer_auth(token)
             .timeout(timeout)
             .json(body)
             .send()
@@ -70,9 +95,16 @@ impl Coordinator {
             address: address.to_owned(),
             slots,
         };
-        self.post("/register", &req, Duration::from_secs(10))
+        let response: RegisterResponse = self
+            .post("/register", &self.join_token, &req, Duration::from_secs(10))
             .await?
-            .context("empty registration response")
+            .context("empty registration response")?;
+        self.tokens
+            .lock()
+            .unwrap()
+            .insert(response.worker_id.clone(), response.token.clone());
+        *self.latest.lock().unwrap() = Some(response.token.clone());
+        Ok(response)
     }
 
     /// Long-polls for a lease.
@@ -81,15 +113,25 @@ impl Coordinator {
             worker_id: worker.clone(),
             wait_ms: wait.as_millis() as u64,
         };
-        self.post("/lease", &req, wait + Duration::from_secs(10))
-            .await
+        self.post(
+            "/lease",
+            &self.token(Some(worker)),
+            &req,
+            wait + Duration::from_secs(10),
+        )
+        .await
     }
 
     /// Heartbeats.
     pub async fn heartbeat(&self, req: &HeartbeatRequest) -> anyhow::Result<HeartbeatResponse> {
-        self.post("/heartbeat", req, Duration::from_secs(10))
-            .await?
-            .context("empty heartbeat response")
+        self.post(
+            "/heartbeat",
+            &self.token(Some(&req.worker_id)),
+            req,
+            Duration::from_secs(10),
+        )
+        .await?
+        .context("empty heartbeat response")
     }
 
     /// Reports an attempt's end.
@@ -101,6 +143,7 @@ impl Coordinator {
         let response: Option<CompleteResponse> = self
             .post(
                 &format!("/attempts/{attempt}/complete"),
+                &self.token(Some(&req.worker_id)),
                 req,
                 Duration::from_secs(30),
             )
@@ -113,7 +156,7 @@ impl Coordinator {
         let response = self
             .http
             .get(self.url(&format!("/modules/{sha256}")))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token(None))
             .send()
             .await?
             .error_for_status()?;
@@ -133,7 +176,7 @@ impl Coordinator {
         let response = self
             .http
             .get(self.url(&format!("/datasets/{}", protocol::dataset::url_path(path))))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token(None))
             .header("range", format!("bytes={offset}-"))
             .send()
             .await?;
@@ -155,9 +198,11 @@ impl Coordinator {
         Ok(response)
     }
 
-    /// Stages a reduce output. False when the attempt lost its lease.
+    /// Stages the output of `worker`'s reduce attempt. False when the
+    /// attempt lost its lease.
     pub async fn upload_output(
         &self,
+        worker: &WorkerId,
         attempt: AttemptId,
         file: tokio::fs::File,
     ) -> anyhow::Result<bool> {
@@ -168,7 +213,7 @@ impl Coordinator {
         let response = self
             .http
             .put(self.url(&format!("/attempts/{attempt}/output")))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token(Some(worker)))
             .body(body)
             .send()
             .await?;

@@ -213,7 +213,9 @@ async fn run_lease(agent: &Arc<Agent>, worker: &WorkerId, lease: Lease, cancel: 
         Err(err) => host_failure(format!("loading module {}: {err:#}", lease.module)),
         Ok(module) => match lease.kind {
             TaskKind::Map => run_map_lease(agent, &lease, module, cancel.clone()).await,
-            TaskKind::Reduce => run_reduce_lease(agent, &lease, module, cancel.clone()).await,
+            TaskKind::Reduce => {
+                run_reduce_lease(agent, worker, &lease, module, cancel.clone()).await
+            }
         },
     };
     straggle(agent.config.task_delay, &cancel).await;
@@ -395,6 +397,7 @@ async fn run_map_lease(
 
 async fn run_reduce_lease(
     agent: &Arc<Agent>,
+    worker: &WorkerId,
     lease: &Lease,
     module: Arc<GuestModule>,
     cancel: Cancel,
@@ -408,13 +411,18 @@ async fn run_reduce_lease(
     if let Err(err) = std::fs::create_dir_all(&dir) {
         return host_failure(format!("creating {}: {err}", dir.display()));
     }
-    let ended = reduce_in(agent, lease, module, partition, &sources, &dir, cancel).await;
+    let ended = reduce_in(
+        agent, worker, lease, module, partition, &sources, &dir, cancel,
+    )
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
     ended
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn reduce_in(
     agent: &Arc<Agent>,
+    worker: &WorkerId,
     lease: &Lease,
     module: Arc<GuestModule>,
     partition: u32,
@@ -489,7 +497,12 @@ async fn reduce_in(
         }
     };
     let staged = match tokio::fs::File::open(&tmp).await {
-        Ok(file) => agent.coordinator.upload_output(lease.attempt, file).await,
+        Ok(file) => {
+            agent
+                .coordinator
+                .upload_output(worker, lease.attempt, file)
+                .await
+        }
         Err(err) => Err(err.into()),
     };
     let result = match staged {

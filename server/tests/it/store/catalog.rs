@@ -19,9 +19,9 @@ pub async fn tokens(store: Arc<dyn Store>) {
         .unwrap();
 
     let admin = store.token_kind("hash-a").await.unwrap();
-    assert_eq!(admin.as_deref(), Some("admin"));
+    assert_eq!(admin, Some(("admin".into(), "alice".into())));
     let worker = store.token_kind("hash-w").await.unwrap();
-    assert_eq!(worker.as_deref(), Some("worker"));
+    assert_eq!(worker, Some(("worker".into(), "fleet".into())));
     assert_eq!(store.token_kind("hash-unknown").await.unwrap(), None);
 }
 

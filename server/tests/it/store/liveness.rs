@@ -333,3 +333,14 @@ pub async fn dead_worker_loses_its_tasks_and_map_outputs(store: Arc<dyn Store>) 
         assert!(source.url.starts_with(&address(&w2)), "{}", source.url);
     }
 }
+
+/// Only a registered, live worker is leased work.
+pub async fn unknown_workers_get_no_lease(store: Arc<dyn Store>) {
+    create_job(&store, 1, 1, 0).await;
+    let nobody = WorkerId("w-nobody".into());
+    let refused = store.lease(&nobody, 10, LIVE).await;
+    assert!(
+        matches!(refused, Err(server::store::StoreError::Conflict(ref m)) if m.contains("register again")),
+        "{refused:?}"
+    );
+}
