@@ -58,6 +58,13 @@ pub struct MapSource {
     pub length: u64,
     /// Records in the partition.
     pub records: u64,
+    /// The worker holding the map output.
+    #[serde(default)]
+    pub worker: WorkerId,
+    /// The token that worker's map-output server accepts for this job:
+    /// scoped to that worker, so it opens no other worker's outputs.
+    #[serde(default)]
+    pub token: String,
 }
 
 /// What a leased task does.

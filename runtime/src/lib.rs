@@ -252,6 +252,7 @@ impl Runtime {
         let mut core_linker = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut core_linker, CommandState::p1)
             .map_err(|e| anyhow::anyhow!(describe(&e)))?;
+        sleep::bound_p1_sleeps(&mut core_linker).map_err(|e| anyhow::anyhow!(describe(&e)))?;
 
         if let Some(dir) = &config.cache_dir {
             std::fs::create_dir_all(dir)?;

@@ -8,8 +8,9 @@
 //! it. Clocks are the only way a component guest can block: it has no
 //! files, sockets or stdin.
 //!
-//! Preview-1 commands are not covered: their `poll_oneoff` calls the clock
-//! implementation directly, not through the linker.
+//! Preview-1 commands call the clock implementation from their
+//! `poll_oneoff` directly, not through the component linker; for them
+//! `poll_oneoff` itself is replaced ([`bound_p1_sleeps`]).
 
 use std::time::{Duration, Instant};
 
@@ -115,6 +116,143 @@ impl Pollable for BoundedSleep {
                 return;
             }
             tokio::time::sleep_until(self.until.min(now + CANCEL_TICK)).await;
+        }
+    }
+}
+
+/// Preview-1 commands block in `poll_oneoff`, which wasmtime-wasi runs
+/// without going through the component linker, so the replacement above
+/// does not reach them. This replaces `poll_oneoff` in the core linker:
+/// clock-only polls (how `sleep` is made) sleep until the earliest
+/// relative timeout, the attempt's deadline or its cancel, whichever comes
+/// first; a poll that includes a file descriptor reports those ready at
+/// once (a command's stdin and stdout are the host's pipes: a read or
+/// write then blocks in the call that does it). An absolute clock
+/// subscription counts as due.
+pub(crate) fn bound_p1_sleeps<T: HasStop + 'static>(
+    linker: &mut wasmtime::Linker<T>,
+) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    linker.func_wrap(
+        "wasi_snapshot_preview1",
+        "poll_oneoff",
+        |mut caller: wasmtime::Caller<'_, T>,
+         subs: i32,
+         events: i32,
+         count: i32,
+         written: i32|
+         -> wasmtime::Result<i32> {
+            const EINVAL: i32 = 28;
+            const EFAULT: i32 = 21;
+            let Some(memory) = caller
+                .get_export("memory")
+                .and_then(wasmtime::Extern::into_memory)
+            else {
+                return Ok(EFAULT);
+            };
+            let count = count as u32 as usize;
+            if count == 0 {
+                return Ok(EINVAL);
+            }
+            let mut raw = vec![0u8; count * 48];
+            if memory
+                .read(&caller, subs as u32 as usize, &mut raw)
+                .is_err()
+            {
+                return Ok(EFAULT);
+            }
+            let subscriptions: Vec<P1Subscription> =
+                raw.chunks_exact(48).map(P1Subscription::parse).collect();
+            let any_fd = subscriptions.iter().any(|s| s.tag != 0);
+            let stop = caller.data().stop().clone();
+            let started = Instant::now();
+            let wait = if any_fd {
+                Duration::ZERO
+            } else {
+                subscriptions
+                    .iter()
+                    .map(|s| s.relative_timeout())
+                    .min()
+                    .unwrap_or(Duration::ZERO)
+            };
+            let until = started
+                .checked_add(wait)
+                .unwrap_or(stop.deadline)
+                .min(stop.deadline);
+            while !stop.cancel.is_cancelled() {
+                let now = Instant::now();
+                if now >= until {
+                    break;
+                }
+                std::thread::sleep((until - now).min(CANCEL_TICK));
+            }
+            let elapsed = started.elapsed();
+            let mut out = Vec::with_capacity(count * 32);
+            let mut fired = 0u32;
+            for s in &subscriptions {
+                let due = s.tag != 0 || s.relative_timeout() <= elapsed;
+                if !due {
+                    continue;
+                }
+                let mut event = [0u8; 32];
+                event[..8].copy_from_slice(&s.userdata.to_le_bytes());
+                event[10] = s.tag;
+                if s.tag != 0 {
+                    event[16..24].copy_from_slice(&1u64.to_le_bytes());
+                }
+                out.extend_from_slice(&event);
+                fired += 1;
+            }
+            if fired == 0 {
+                // Woken early by the deadline or a cancel: the first clock
+                // fires, and the epoch callback stops the guest next.
+                let mut event = [0u8; 32];
+                event[..8].copy_from_slice(&subscriptions[0].userdata.to_le_bytes());
+                out.extend_from_slice(&event);
+                fired = 1;
+            }
+            if memory
+                .write(&mut caller, events as u32 as usize, &out)
+                .is_err()
+                || memory
+                    .write(&mut caller, written as u32 as usize, &fired.to_le_bytes())
+                    .is_err()
+            {
+                return Ok(EFAULT);
+            }
+            Ok(0)
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// One preview-1 `subscription` (48 bytes): userdata, tag (0 clock, 1
+/// fd_read, 2 fd_write), and for a clock its timeout and flags.
+struct P1Subscription {
+    userdata: u64,
+    tag: u8,
+    timeout: u64,
+    absolute: bool,
+}
+
+impl P1Subscription {
+    fn parse(raw: &[u8]) -> Self {
+        let u64_at = |at: usize| u64::from_le_bytes(raw[at..at + 8].try_into().unwrap());
+        P1Subscription {
+            userdata: u64_at(0),
+            tag: raw[8],
+            timeout: u64_at(24),
+            absolute: u16::from_le_bytes([raw[40], raw[41]]) & 1 == 1,
+        }
+    }
+
+    /// How long a clock subscription waits (an absolute one: not at all).
+    fn relative_timeout(&self) -> Duration {
+        if self.tag != 0 || self.absolute {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos(self.timeout)
         }
     }
 }

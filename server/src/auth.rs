@@ -37,6 +37,20 @@ pub fn new_token() -> String {
     format!("qrn_{}", hex::encode(bytes))
 }
 
+/// The token `worker`'s map-output server accepts for a job whose secret
+/// is `job_secret`: HMAC-SHA256(secret, worker id) in hex. A lease hands a
+/// worker the token of its own server, and a reduce lease each source's;
+/// the secret itself never leaves the coordinator, so a worker (a rogue
+/// one registered at any address included) learns no token that opens
+/// another worker's outputs.
+pub fn shuffle_token(job_secret: &str, worker: &protocol::WorkerId) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(job_secret.as_bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(worker.0.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
 fn bearer(parts: &Parts) -> Option<&str> {
     parts
         .headers

@@ -79,7 +79,7 @@ pub(crate) struct Agent {
     /// coordinator takes its lease back.
     pub(crate) running: Mutex<HashMap<AttemptId, crate::runtime::Cancel>>,
     /// Shuffle secrets of the jobs whose map outputs this worker holds.
-    pub(crate) jobs: Mutex<HashMap<JobId, String>>,
+    pub(crate) jobs: Mutex<HashMap<JobId, Vec<String>>>,
     pub(crate) advertise: String,
 }
 

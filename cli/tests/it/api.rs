@@ -254,6 +254,16 @@ async fn worker_reports_are_checked(backend: &str) {
 
     let reduce = lease().await;
     assert_eq!(reduce.kind, TaskKind::Reduce);
+    // Shuffle tokens are scoped to the worker whose outputs they open:
+    // the reducer presents to the mapper what the mapper's own lease
+    // carried, and the job's secret (the same for every worker) is sent
+    // to none.
+    let protocol::worker_api::TaskWork::Reduce { sources, .. } = &reduce.work else {
+        panic!("a reduce lease without reduce work")
+    };
+    assert_eq!(sources[0].worker.0, worker);
+    assert_eq!(sources[0].token, map.job_token);
+    assert_eq!(map.job_token.len(), 64);
     let done = serde_json::json!({"kind": "reduce", "records": 1, "bytes": 4});
     let (code, text) = status(complete(reduce.attempt.to_string(), done.clone())).await;
     assert_eq!(code, StatusCode::CONFLICT, "{text}");

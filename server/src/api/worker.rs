@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use protocol::api::ErrorBody;
 use protocol::worker_api::{
     AttemptResult, CompleteRequest, CompleteResponse, HeartbeatRequest, HeartbeatResponse, Lease,
-    LeaseRequest, RegisterRequest, RegisterResponse,
+    LeaseRequest, RegisterRequest, RegisterResponse, TaskWork,
 };
 use protocol::{AttemptId, TaskKind, WorkerId};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
@@ -123,11 +123,20 @@ async fn lease(
         let changed = state.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        if let Some(lease) = state
+        if let Some(mut lease) = state
             .store
             .lease(&req.worker_id, now_ms(), state.config.liveness())
             .await?
         {
+            // The job's secret stays here; the worker gets tokens scoped
+            // to its own map-output server and to each source's.
+            let secret = std::mem::take(&mut lease.job_token);
+            lease.job_token = crate::auth::shuffle_token(&secret, &req.worker_id);
+            if let TaskWork::Reduce { sources, .. } = &mut lease.work {
+                for source in sources {
+                    source.token = crate::auth::shuffle_token(&secret, &source.worker);
+                }
+            }
             tracing::debug!(worker_id = %req.worker_id, attempt = %lease.attempt, "leased");
             return Ok(Json(lease).into_response());
         }

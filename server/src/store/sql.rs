@@ -190,6 +190,7 @@ pub(super) struct SourceRow {
     pub attempt_id: Option<i64>,
     pub output: Option<String>,
     pub address: String,
+    pub worker_id: String,
 }
 
 pub(super) fn parse<T: std::str::FromStr<Err = String>>(text: &str) -> StoreResult<T> {
@@ -1021,7 +1022,7 @@ macro_rules! store_impl {
                     }
                     TaskKind::Reduce => {
                         let rows = sqlx::query_as::<_, SourceRow>(
-                            "SELECT t.id, t.idx, t.attempt_id, t.output, w.address FROM tasks t \
+                            "SELECT t.id, t.idx, t.attempt_id, t.output, w.address, w.id AS worker_id FROM tasks t \
                              JOIN workers w ON w.id = t.worker_id \
                              WHERE t.job_id = $1 AND t.kind = 'map' AND t.state = 'completed' ORDER BY t.idx",
                         )
@@ -1054,6 +1055,9 @@ macro_rules! store_impl {
                                 offset: part.offset,
                                 length: part.length,
                                 records: part.records,
+                                worker: WorkerId(row.worker_id),
+                                // Scoped by the API from the job's secret.
+                                token: String::new(),
                             });
                         }
                         TaskWork::Reduce {

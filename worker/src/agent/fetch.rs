@@ -190,9 +190,11 @@ fn verify(path: &Path, length: u64, records: u64) -> io::Result<()> {
 /// time, each with up to four tries. Returns the local paths in source
 /// order, or, as soon as one source could not be fetched, that source (the
 /// rest are abandoned: the attempt fails either way).
+/// Fetches every source's segment, presenting each source's own token
+/// (`fallback`, the lease's, for a coordinator that sends none).
 pub(crate) async fn fetch_all(
     http: &reqwest::Client,
-    token: &str,
+    fallback: &str,
     sources: &[MapSource],
     dir: &Path,
     concurrency: usize,
@@ -200,7 +202,11 @@ pub(crate) async fn fetch_all(
     let mut jobs = Vec::with_capacity(sources.len());
     for source in sources.iter().cloned() {
         let http = http.clone();
-        let token = token.to_owned();
+        let token = if source.token.is_empty() {
+            fallback.to_owned()
+        } else {
+            source.token.clone()
+        };
         let dest = dir.join(format!("src-{}", source.map_index));
         jobs.push(fetch_with_retries(http, token, source, dest));
     }
@@ -259,6 +265,8 @@ mod tests {
             offset,
             length,
             records: 1,
+            worker: Default::default(),
+            token: String::new(),
         }
     }
 

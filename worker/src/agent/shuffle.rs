@@ -39,6 +39,13 @@ pub(crate) fn map_output_path(agent: &Agent, job: JobId, attempt: AttemptId) -> 
     agent.job_dir(job).join(format!("map-{attempt}.out"))
 }
 
+/// Compares tokens by their SHA-256 digests, so the time a comparison
+/// takes says nothing about how much of a guess was right.
+fn same_token(expected: &str, presented: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(expected.as_bytes()) == Sha256::digest(presented.as_bytes())
+}
+
 fn status(code: StatusCode, text: &'static str) -> Response {
     (code, text).into_response()
 }
@@ -57,7 +64,7 @@ async fn serve_map_output(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match (expected, presented) {
-        (Some(expected), Some(presented)) if expected == presented => {}
+        (Some(expected), Some(presented)) if expected.iter().any(|e| same_token(e, presented)) => {}
         (None, _) => return status(StatusCode::NOT_FOUND, "no such map output"),
         _ => return status(StatusCode::UNAUTHORIZED, "wrong or missing job token"),
     }

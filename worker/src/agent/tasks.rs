@@ -204,11 +204,16 @@ async fn run_lease(agent: &Arc<Agent>, worker: &WorkerId, lease: Lease, cancel: 
         .await;
         return;
     }
-    agent
-        .jobs
-        .lock()
-        .unwrap()
-        .insert(lease.job, lease.job_token.clone());
+    // The token reducers present to this server for the job: one per id
+    // this worker leased the job's tasks under (it may have registered
+    // again meanwhile).
+    {
+        let mut jobs = agent.jobs.lock().unwrap();
+        let tokens = jobs.entry(lease.job).or_default();
+        if !tokens.contains(&lease.job_token) {
+            tokens.push(lease.job_token.clone());
+        }
+    }
     let ended = match module(agent, &lease.module).await {
         Err(err) => host_failure(format!("loading module {}: {err:#}", lease.module)),
         Ok(module) => match lease.kind {

@@ -103,10 +103,13 @@ fn map_sees_its_file_format_and_arguments() {
 }
 
 fn failure(args: &[(&str, &str)], limits: Limits) -> Box<LocalFailure> {
+    failure_of(examples_wasm::STREAMING, args, limits)
+}
+
+fn failure_of(module: &str, args: &[(&str, &str)], limits: Limits) -> Box<LocalFailure> {
     let (_d, mut job) = job(small_texts(), 2, args);
     job.limits = limits;
-    let err =
-        run_local(runtime(), &guest(examples_wasm::STREAMING), &job).expect_err("the job fails");
+    let err = run_local(runtime(), &guest(module), &job).expect_err("the job fails");
     assert!(!job.output.join("_SUCCESS").exists());
     Box::new(err.downcast::<LocalFailure>().expect("a task failure"))
 }
@@ -159,6 +162,35 @@ fn a_command_that_loops_is_stopped_by_the_time_limit() {
         })
         .to_string()
     );
+    assert_runtime_healthy();
+}
+
+/// A command asleep in a host call (an hour, in `poll_oneoff` for the
+/// preview-1 module and in `wasi:io/poll` for the preview-2 one) is
+/// stopped at its time limit; it slept on before.
+#[test]
+fn a_sleeping_command_is_stopped_by_the_time_limit() {
+    let limits = Limits {
+        timeout_secs: 1,
+        ..Limits::default()
+    };
+    for module in [examples_wasm::STREAMING, examples_wasm::STREAMING_COMPONENT] {
+        let started = std::time::Instant::now();
+        let failure = failure_of(module, &[("fault", "sleep")], limits);
+        assert_eq!(
+            failure.error.to_string(),
+            TaskError::Guest(GuestError::Timeout {
+                limit: Duration::from_secs(1)
+            })
+            .to_string(),
+            "{module}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{module}: {:?}",
+            started.elapsed()
+        );
+    }
     assert_runtime_healthy();
 }
 

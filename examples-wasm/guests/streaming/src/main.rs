@@ -5,7 +5,8 @@
 //! component's byte for byte.
 //!
 //! Job arguments arrive as `name=value` after the phase. The test suite
-//! uses `fault=...` to make it misbehave, and `probe=1` to have map report
+//! uses `fault=...` to make it misbehave (`exit`, `loop`, `alloc`,
+//! `sleep` for an hour), and `probe=1` to have map report
 //! what it was given instead of counting words.
 
 use std::io::{self, BufRead, BufWriter, Read, Write};
@@ -31,6 +32,10 @@ fn main() -> ExitCode {
         ("map", "loop") => loop {
             std::hint::black_box(&argv);
         },
+        ("map", "sleep") => {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+            Ok(())
+        }
         ("map", "alloc") => {
             let mut hoard: Vec<Vec<u8>> = Vec::new();
             loop {

@@ -121,6 +121,8 @@ pub async fn job_runs_from_maps_to_success(store: Arc<dyn Store>) {
                     offset: part.offset,
                     length: part.length,
                     records: part.records,
+                    worker: (*mappers[map as usize]).clone(),
+                    token: String::new(),
                 }
             })
             .collect();
