@@ -358,6 +358,12 @@ impl JobSpec {
         if let Some(bad) = self.inputs.iter().find(|i| i.trim().is_empty()) {
             return reject("inputs", format!("empty input path {bad:?}"));
         }
+        if let Some(bad) = self.inputs.iter().find(|i| i.chars().any(char::is_control)) {
+            return reject(
+                "inputs",
+                format!("input pattern {bad:?} contains control characters"),
+            );
+        }
         if self.inputs.len() > MAX_INPUTS {
             return reject("inputs", format!("at most {MAX_INPUTS} input patterns"));
         }

@@ -114,6 +114,14 @@ async fn bad_specs_are_refused(backend: &str) {
     assert_eq!(no_module.error.field.as_deref(), Some("module"));
     assert!(no_module.error.message.contains(&unknown), "{no_module:?}");
 
+    let nul = refused(
+        &cluster,
+        submit(&spec(&sha, "books/\u{0}*.txt", 2)),
+        invalid,
+    )
+    .await;
+    assert_eq!(nul.error.field.as_deref(), Some("inputs"));
+
     let mut extra = serde_json::to_value(spec(&sha, "books/*.txt", 2)).unwrap();
     extra["colour"] = "red".into();
     let extra = refused(&cluster, cluster.post("/jobs").json(&extra), invalid).await;
@@ -390,6 +398,41 @@ async fn bad_dataset_requests_are_4xx(backend: &str) {
     );
     refused(&cluster, delete, StatusCode::CONFLICT).await;
 
+    // A NUL in a listing prefix or a module name was a 500 on Postgres
+    // (found by scripts/test-api); a control character in a worker's
+    // address is refused too.
+    refused(
+        &cluster,
+        cluster.get("/datasets?prefix=%00x"),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let module = std::fs::read(examples_wasm::WORDCOUNT).unwrap();
+    refused(
+        &cluster,
+        cluster
+            .request(
+                Method::POST,
+                "/modules?name=a%00b",
+                Some(&cluster.user_token),
+            )
+            .body(module),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    refused(
+        &cluster,
+        cluster
+            .request(
+                Method::POST,
+                "/worker/register",
+                Some(&cluster.worker_token),
+            )
+            .json(&serde_json::json!({"address": "http://a\u{0}b", "slots": 1})),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+
     // An empty file reads back empty (it was a 500).
     let empty = cluster
         .request(
@@ -562,9 +605,12 @@ async fn the_openapi_document_describes_the_api(backend: &str) {
     let huge = format!("{{\"module\": \"{}\"}}", "x".repeat(3 << 20));
     let too_large = refused(
         &cluster,
+        // The server answers before reading the whole body and closes the
+        // connection: it must not go back to the client's pool.
         cluster
             .post("/jobs")
             .header("content-type", "application/json")
+            .header("connection", "close")
             .body(huge),
         StatusCode::PAYLOAD_TOO_LARGE,
     )

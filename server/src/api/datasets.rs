@@ -136,6 +136,12 @@ async fn list(
     State(state): State<AppState>,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Vec<DatasetFile>>> {
+    // No path holds one, and Postgres refuses a NUL in text.
+    if q.prefix.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "prefix contains control characters; no dataset path does".into(),
+        ));
+    }
     Ok(Json(state.store.list_blobs(&q.prefix).await?))
 }
 

@@ -86,6 +86,17 @@ async fn upload(
     body: Body,
 ) -> ApiResult<(StatusCode, Json<ModuleInfo>)> {
     let bytes = read_limited(body, state.config.max_module_bytes, "module").await?;
+    // Checked after the body is read, so that the client's connection
+    // stays usable for its next request.
+    if query
+        .name
+        .as_deref()
+        .is_some_and(|n| n.chars().any(char::is_control) || n.len() > 255)
+    {
+        return Err(ApiError::BadRequest(
+            "name must be at most 255 bytes, without control characters".into(),
+        ));
+    }
     let runtime = state.runtime.clone();
     let checked = bytes.clone();
     let (kind, has_combine) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {

@@ -65,7 +65,13 @@ async fn register(
             "slots must be between 1 and 1024".into(),
         ));
     }
-    if !(req.address.starts_with("http://") || req.address.starts_with("https://")) {
+    if !(req.address.starts_with("http://") || req.address.starts_with("https://"))
+        || req.address.len() > 2048
+        || req
+            .address
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
+    {
         return Err(ApiError::BadRequest(
             "address must be an http(s) URL".into(),
         ));
