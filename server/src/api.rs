@@ -75,11 +75,6 @@ fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// The OpenAPI document of the REST API.
-pub fn openapi(state: &AppState) -> utoipa::openapi::OpenApi {
-    routes(state).1
-}
-
 /// Every route.
 pub fn router(state: AppState) -> Router {
     let (api, document) = routes(&state);

@@ -73,18 +73,18 @@ pub fn for_each_record(
                 // Skip the tail of the line that started in the previous
                 // split (or just the newline before this split's first
                 // line); the split it started in has read (or refused) it.
-                pos += skip_line(&mut reader)?;
+                pos += read_line(&mut reader, None, u64::MAX, pos)?;
             }
             let first = pos;
             let mut key = itoa_buf();
             while pos < end {
                 line.clear();
-                let n = read_line(&mut reader, &mut line, max_record, pos)?;
+                let n = read_line(&mut reader, Some(&mut line), max_record, pos)?;
                 if n == 0 {
                     break;
                 }
                 let line_start = pos;
-                pos += n as u64;
+                pos += n;
                 let mut text = &line[..];
                 if let Some(rest) = text.strip_suffix(b"\n") {
                     text = rest.strip_suffix(b"\r").unwrap_or(rest);
@@ -96,16 +96,17 @@ pub fn for_each_record(
     }
 }
 
-/// Appends one line and its newline to `line`; the line (without its
-/// newline) may be at most `max` bytes, or the read fails with
-/// [`RecordTooLong`] for the line at `offset`. Returns the bytes read.
+/// Reads one line and its newline, appending them to `line` (or dropping
+/// them when `line` is `None`); the line (without its newline) may be at
+/// most `max` bytes, or the read fails with [`RecordTooLong`] for the line
+/// at `offset`. Returns the bytes read.
 fn read_line(
     reader: &mut impl BufRead,
-    line: &mut Vec<u8>,
+    mut line: Option<&mut Vec<u8>>,
     max: u64,
     offset: u64,
-) -> io::Result<usize> {
-    let mut read = 0;
+) -> io::Result<u64> {
+    let mut read: u64 = 0;
     loop {
         let buf = reader.fill_buf()?;
         if buf.is_empty() {
@@ -115,32 +116,12 @@ fn read_line(
             Some(i) => (i + 1, true),
             None => (buf.len(), false),
         };
-        let content = line.len() + take - usize::from(done);
-        if content as u64 > max {
+        if read + (take - usize::from(done)) as u64 > max {
             return Err(RecordTooLong::error(offset, max));
         }
-        line.extend_from_slice(&buf[..take]);
-        reader.consume(take);
-        read += take;
-        if done {
-            return Ok(read);
+        if let Some(line) = line.as_deref_mut() {
+            line.extend_from_slice(&buf[..take]);
         }
-    }
-}
-
-/// Reads past the next newline without keeping anything; returns the bytes
-/// read.
-fn skip_line(reader: &mut impl BufRead) -> io::Result<u64> {
-    let mut read = 0;
-    loop {
-        let buf = reader.fill_buf()?;
-        if buf.is_empty() {
-            return Ok(read);
-        }
-        let (take, done) = match memchr::memchr(b'\n', buf) {
-            Some(i) => (i + 1, true),
-            None => (buf.len(), false),
-        };
         reader.consume(take);
         read += take as u64;
         if done {

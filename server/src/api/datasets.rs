@@ -68,10 +68,15 @@ async fn check_free(state: &AppState, path: &str) -> ApiResult<()> {
             file.path
         )));
     }
+    // One lookup per ancestor (not a listing of everything under it).
     let mut parent = path;
     while let Some((up, _)) = parent.rsplit_once('/') {
-        let files = state.store.list_blobs(up).await?;
-        if files.iter().any(|f| f.path == up) {
+        let file = state
+            .blobs
+            .size(&dataset_key(up))
+            .await
+            .map_err(ApiError::internal)?;
+        if file.is_some() {
             return Err(ApiError::Conflict(format!(
                 "{up} is a file, so {path} cannot be under it; choose another name"
             )));
