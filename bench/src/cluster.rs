@@ -125,24 +125,29 @@ pub fn throughput() -> anyhow::Result<()> {
     rt.block_on(async {
         let maps = 20_000;
         let dir = tempfile::tempdir()?;
-        let sqlite: Arc<dyn Store> = Arc::new(server::store::SqliteStore::open(&dir.path().join("b.db")).await?);
+        let sqlite_store = Arc::new(server::store::SqliteStore::open(&dir.path().join("b.db")).await?);
+        let sqlite: Arc<dyn Store> = sqlite_store.clone();
         // Submitting a big job holds SQLite's one connection this long.
         let started = Instant::now();
         sqlite.create_job(&noop_job(65_536), now()).await?;
         println!("sqlite   create a 65,536-map job: {:.0} ms", started.elapsed().as_secs_f64() * 1e3);
         sqlite.cancel_job(protocol::JobId(1), now()).await?;
-        for clients in [1, 4] {
+        for clients in [1, 8] {
+            let commits = sqlite_store.commits();
             let rate = drive(sqlite.clone(), maps, clients).await?;
             println!(
-                "sqlite   clients={clients:<2} {rate:>8.0} tasks/s = {:>8.0} transitions/s (lease + complete)",
-                rate * 2.0
+                "sqlite   clients={clients:<2} {rate:>8.0} tasks/s = {:>8.0} transitions/s (lease + complete), \
+                 {} commits for {} transitions",
+                rate * 2.0,
+                sqlite_store.commits() - commits,
+                2 * (maps + 1)
             );
         }
         let url = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
         match fresh_postgres(&url).await {
             Ok(db) => {
                 let pg: Arc<dyn Store> = Arc::new(server::store::PostgresStore::connect(&db).await?);
-                for clients in [1, 4, 16] {
+                for clients in [1, 8, 16] {
                     let rate = drive(pg.clone(), maps, clients).await?;
                     println!(
                         "postgres clients={clients:<2} {rate:>8.0} tasks/s = {:>8.0} transitions/s (lease + complete)",

@@ -1,23 +1,34 @@
-//! The job store: every piece of coordinator state, behind one trait with a
-//! SQLite and a Postgres implementation. Scheduling decisions that must be
-//! atomic (leasing, accepting a completion, declaring a worker dead) are
-//! single transactions here, so several coordinators may share a Postgres
-//! database.
+//! The job store: every piece of coordinator state, behind the [`Store`]
+//! traits with a SQLite and a Postgres implementation. Scheduling decisions
+//! that must be atomic (leasing, accepting a completion, declaring a worker
+//! dead) are single transactions here, so several coordinators may share a
+//! Postgres database.
+//!
+//! By concern: [`catalog`] (tokens, modules, dataset files), [`jobs`],
+//! [`workers`] and [`scheduling`] (lease, complete, expire), each a trait
+//! and its SQL; [`transition`] is the task state machine they apply,
+//! without a database; `sql` puts the parts together per backend.
 
+pub mod catalog;
+mod group;
+pub mod jobs;
 mod postgres;
+mod rows;
+pub mod scheduling;
 mod sql;
 mod sqlite;
+pub mod transition;
+pub mod workers;
 
-use async_trait::async_trait;
-use protocol::api::{
-    AttemptInfo, AttemptLogs, DatasetFile, ModuleInfo, PhaseProgress, TaskInfo, WorkerInfo,
-};
-use protocol::worker_api::{CompleteRequest, Lease};
-use protocol::{AttemptId, Counters, JobId, JobSpec, JobState, TaskKind, WorkerId};
+pub use catalog::Catalog;
+pub use jobs::Jobs;
+use protocol::api::PhaseProgress;
+use protocol::{AttemptId, JobId, JobSpec, JobState, TaskKind, WorkerId};
+pub use scheduling::Scheduling;
 use serde::{Deserialize, Serialize};
+pub use workers::Workers;
 
 pub use postgres::PostgresStore;
-pub use sql::staged_output_path;
 pub use sqlite::SqliteStore;
 
 /// Store errors. `Conflict` and `NotFound` are for the API to show; the
@@ -169,120 +180,15 @@ pub const BACKUP_MIN_RUNNING_MS: i64 = 3_000;
 /// keeps losing its worker or its input is not going to succeed.
 pub const MAX_HOST_FAILURES: i32 = 20;
 
-/// All coordinator state.
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// `sqlite` or `postgres`.
-    fn backend(&self) -> &'static str;
+/// All coordinator state: every part of the store, by concern.
+pub trait Store: Catalog + Jobs + Workers + Scheduling {}
 
-    /// How commits reach the disk, as the database reports it on a
-    /// connection of the pool: `synchronous_commit=on` (Postgres) or
-    /// `synchronous=full` (SQLite) when every acknowledged change survives
-    /// a power loss.
-    async fn durability(&self) -> StoreResult<String>;
+impl<T: Catalog + Jobs + Workers + Scheduling> Store for T {}
 
-    /// Adds an API token (stored hashed).
-    async fn add_token(
-        &self,
-        token_hash: &str,
-        kind: &str,
-        name: &str,
-        now: i64,
-    ) -> StoreResult<()>;
-    /// The kind and name of the token with this hash (a worker's own
-    /// token is kind `node`, named by the worker's id).
-    async fn token_kind(&self, token_hash: &str) -> StoreResult<Option<(String, String)>>;
-    /// Revokes a worker: its own tokens stop working and it is dead (its
-    /// tasks run again elsewhere). `NotFound` for an unknown worker.
-    async fn revoke_worker(&self, worker: &WorkerId, now: i64) -> StoreResult<()>;
-
-    /// Records a module; false when it was already there.
-    async fn put_module(&self, module: &ModuleInfo) -> StoreResult<bool>;
-    /// One module.
-    async fn get_module(&self, sha256: &str) -> StoreResult<Option<ModuleInfo>>;
-    /// Every module.
-    async fn list_modules(&self) -> StoreResult<Vec<ModuleInfo>>;
-    /// Deletes a module no unfinished job uses.
-    async fn delete_module(&self, sha256: &str) -> StoreResult<()>;
-
-    /// Records (or replaces) a dataset file.
-    async fn put_blob(&self, file: &DatasetFile) -> StoreResult<()>;
-    /// Dataset files whose path starts with `prefix`, by path.
-    async fn list_blobs(&self, prefix: &str) -> StoreResult<Vec<DatasetFile>>;
-    /// Deletes a dataset file's record.
-    async fn delete_blob(&self, path: &str) -> StoreResult<()>;
-    /// The unfinished jobs that read dataset file `path`.
-    async fn blob_readers(&self, path: &str) -> StoreResult<Vec<JobId>>;
-
-    /// Creates a job and its M map and R reduce tasks.
-    async fn create_job(&self, job: &NewJob, now: i64) -> StoreResult<JobId>;
-    /// One job.
-    async fn get_job(&self, id: JobId) -> StoreResult<Option<JobRecord>>;
-    /// Recent jobs, newest first.
-    async fn list_jobs(&self, limit: i64) -> StoreResult<Vec<JobRecord>>;
-    /// A job's counters.
-    async fn job_counters(&self, id: JobId) -> StoreResult<Counters>;
-    /// Cancels an unfinished job; `Conflict` when it already finished.
-    async fn cancel_job(&self, id: JobId, now: i64) -> StoreResult<()>;
-    /// Fails a job with a message (e.g. its inputs vanished).
-    async fn fail_job(&self, id: JobId, error: &str, now: i64) -> StoreResult<()>;
-    /// A job's tasks.
-    async fn list_tasks(&self, job: JobId) -> StoreResult<Vec<TaskInfo>>;
-    /// A job's attempts.
-    async fn list_attempts(&self, job: JobId) -> StoreResult<Vec<AttemptInfo>>;
-    /// Committed reduce outputs of a job: (partition, staged blob path).
-    async fn reduce_outputs(&self, job: JobId) -> StoreResult<Vec<(u32, String)>>;
-    /// The task an attempt runs and whether it still holds its lease (as
-    /// the task's attempt or as its backup).
-    async fn attempt_target(&self, attempt: AttemptId) -> StoreResult<Option<AttemptTarget>>;
-    /// An attempt's logs.
-    async fn attempt_logs(
-        &self,
-        job: JobId,
-        attempt: AttemptId,
-    ) -> StoreResult<Option<AttemptLogs>>;
-
-    /// Registers a worker.
-    async fn register_worker(
-        &self,
-        id: &WorkerId,
-        address: &str,
-        slots: u32,
-        now: i64,
-    ) -> StoreResult<()>;
-    /// Every worker.
-    async fn list_workers(&self) -> StoreResult<Vec<WorkerInfo>>;
-    /// Records a heartbeat and renews the leases of `running`. Returns the
-    /// attempts that no longer hold a lease, or `None` when the worker is
-    /// unknown or was declared dead (it must register again).
-    async fn heartbeat(
-        &self,
-        worker: &WorkerId,
-        running: &[AttemptId],
-        now: i64,
-        liveness: Liveness,
-    ) -> StoreResult<Option<Vec<AttemptId>>>;
-    /// Of `jobs`, those that are finished.
-    async fn finished_jobs(&self, jobs: &[JobId]) -> StoreResult<Vec<JobId>>;
-
-    /// Leases the next task to `worker`, if one is leasable: map tasks of
-    /// mapping jobs and reduce tasks of reducing jobs, jobs taking turns.
-    async fn lease(
-        &self,
-        worker: &WorkerId,
-        now: i64,
-        liveness: Liveness,
-    ) -> StoreResult<Option<Lease>>;
-    /// Applies an attempt's end, only if it still holds its lease.
-    async fn complete(
-        &self,
-        attempt: AttemptId,
-        report: &CompleteRequest,
-        now: i64,
-    ) -> StoreResult<Completion>;
-    /// Declares silent workers dead and takes back expired leases: their
-    /// tasks become idle again, and so do the completed map tasks of
-    /// unfinished jobs whose output lived on a dead worker. Returns how
-    /// many tasks went back to idle.
-    async fn expire(&self, now: i64, liveness: Liveness) -> StoreResult<u64>;
+/// Where a reduce attempt's output is staged in the blob store. The job's
+/// visible output for a partition is the staged file of the attempt the
+/// store accepted, so publishing it is the same commit that completes the
+/// task: exactly one attempt's output is ever visible.
+pub fn staged_output_path(job: JobId, attempt: AttemptId, partition: u32) -> String {
+    format!("jobs/{job}/attempts/{attempt}/part-r-{partition:05}")
 }

@@ -466,6 +466,21 @@ async fn bad_dataset_requests_are_4xx(backend: &str) {
         let response = worker_get(path, None).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
     }
+    // Every read says what it is, an empty file too (it had no
+    // content type).
+    for (path, range) in [
+        ("empty.txt", None),
+        ("books/pg-metamorphosis.txt", None),
+        ("books/pg-metamorphosis.txt", Some("bytes=3-9")),
+    ] {
+        let response = worker_get(path, range).send().await.unwrap();
+        assert!(response.status().is_success(), "{path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/octet-stream",
+            "{path} {range:?}"
+        );
+    }
     let file = "books/pg-metamorphosis.txt";
     let size = std::fs::metadata(data("pg-metamorphosis.txt"))
         .unwrap()

@@ -397,6 +397,7 @@ async fn dataset(
         Body::from_stream(stream)
     };
     let mut response = Response::builder()
+        .header("content-type", "application/octet-stream")
         .header("content-length", end - start)
         .header("accept-ranges", "bytes");
     response = match range {

@@ -20,6 +20,8 @@ use super::StoreResult;
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Immutable job data, read once per job.
+    jobs: super::scheduling::JobCache,
 }
 
 impl PostgresStore {
@@ -33,11 +35,19 @@ impl PostgresStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            pool,
+            jobs: Default::default(),
+        })
     }
 }
 
 impl PostgresStore {
+    /// Starts a transaction.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.pool.begin().await
+    }
+
     pub(super) async fn durability_setting(&self) -> StoreResult<String> {
         let value: String = sqlx::query_scalar("SHOW synchronous_commit")
             .fetch_one(&self.pool)
@@ -49,6 +59,8 @@ impl PostgresStore {
 super::sql::store_impl!(
     PostgresStore,
     sqlx::Postgres,
+    sqlx::Transaction<'static, sqlx::Postgres>,
     "FOR NO KEY UPDATE",
+    "FOR NO KEY UPDATE OF t",
     "FOR UPDATE OF t SKIP LOCKED"
 );

@@ -1,6 +1,8 @@
-//! The SQLite store: one file under the data directory, WAL mode, and a
-//! single connection, which makes every transaction serial (SQLite has one
-//! writer anyway) and so every scheduling step atomic.
+//! The SQLite store: one file under the data directory, in WAL mode. Every
+//! transaction runs on one writer connection (SQLite has one writer
+//! anyway), which makes every scheduling step atomic; changes share
+//! commits through `GroupCommit`. Reads that need no transaction use a
+//! small pool of reader connections.
 //!
 //! `synchronous = FULL`: every commit syncs the WAL before it returns, so a
 //! power loss costs nothing the coordinator acknowledged (with `NORMAL` it
@@ -15,11 +17,17 @@ use sqlx::sqlite::{
 };
 
 use super::StoreResult;
+use super::group::{GroupCommit, GroupTx};
 
 /// Coordinator state in SQLite.
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// Reader connections, and single-statement writes.
     pool: SqlitePool,
+    /// The writer connection: every transaction.
+    writer: std::sync::Arc<GroupCommit>,
+    /// Immutable job data, read once per job.
+    jobs: super::scheduling::JobCache,
 }
 
 impl SqliteStore {
@@ -66,15 +74,30 @@ impl SqliteStore {
 
     async fn connect(options: SqliteConnectOptions) -> StoreResult<Self> {
         let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
+            .max_connections(4)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool })
+        let writer = GroupCommit::connect(&options).await?;
+        Ok(SqliteStore {
+            pool,
+            writer,
+            jobs: Default::default(),
+        })
+    }
+
+    /// Starts a transaction: a change on the writer connection.
+    async fn begin(&self) -> Result<GroupTx, sqlx::Error> {
+        self.writer.begin().await
+    }
+
+    /// Transactions committed so far (changes share commits).
+    pub fn commits(&self) -> u64 {
+        self.writer.commits()
     }
 }
 
-super::sql::store_impl!(SqliteStore, sqlx::Sqlite, "", "");
+super::sql::store_impl!(SqliteStore, sqlx::Sqlite, GroupTx, "", "", "");
 
 impl SqliteStore {
     pub(super) async fn durability_setting(&self) -> StoreResult<String> {

@@ -67,6 +67,7 @@ conformance!(
     backups::a_dead_primary_hands_over_to_its_backup,
     backups::a_backup_reduce_stages_and_the_loser_is_discarded,
     concurrency::concurrent_clients_neither_deadlock_nor_lose_updates,
+    concurrency::the_last_completions_of_a_phase_move_the_job_on,
 );
 
 /// The liveness rules of every test.

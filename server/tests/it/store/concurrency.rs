@@ -201,3 +201,53 @@ pub async fn concurrent_clients_neither_deadlock_nor_lose_updates(store: Arc<dyn
         "nothing was ever retried: the test exercised no race"
     );
 }
+
+/// Eight clients lease and complete until a lease comes back empty, with
+/// no expiry pass to mend anything: each job must still move to its reduce
+/// phase and finish, however its last completions interleave. (When each
+/// completion judged its phase's end from what it read at its start, two
+/// last completions could each see the other unfinished and the job stayed
+/// in `mapping` for good.)
+pub async fn the_last_completions_of_a_phase_move_the_job_on(store: Arc<dyn Store>) {
+    const CLIENTS: usize = 8;
+    const JOBS: u32 = 40;
+    let mut workers = Vec::new();
+    for w in 0..CLIENTS {
+        workers.push(register(&store, &format!("w{w}"), 1).await);
+    }
+    for round in 0..JOBS {
+        let id = create_job(&store, 40, 1, 1).await;
+        let mut clients = Vec::new();
+        for worker in workers.clone() {
+            let store = store.clone();
+            clients.push(tokio::spawn(async move {
+                let mut done = 0u32;
+                while let Some(lease) = store.lease(&worker, 2, LIVE).await.unwrap() {
+                    let report = match lease.kind {
+                        protocol::TaskKind::Map => map_done(&worker, lease.index, 1),
+                        protocol::TaskKind::Reduce => reduce_done(&worker),
+                    };
+                    assert!(
+                        store
+                            .complete(lease.attempt, &report, 3)
+                            .await
+                            .unwrap()
+                            .accepted()
+                    );
+                    done += 1;
+                }
+                done
+            }));
+        }
+        let mut done = 0;
+        for client in clients {
+            done += client.await.unwrap();
+        }
+        let record = job(&store, id).await;
+        assert_eq!(
+            (record.state, record.map.completed, done),
+            (JobState::Succeeded, 40, 41),
+            "job {round}"
+        );
+    }
+}
