@@ -36,6 +36,8 @@ pub struct GroupCommit {
     queued: AtomicUsize,
     /// Transactions committed (for tests and benchmarks).
     commits: AtomicU64,
+    /// [`MAX_OPEN`], but for tests.
+    max_open: Duration,
     ended: watch::Sender<Ended>,
 }
 
@@ -60,6 +62,13 @@ struct Ended {
 impl GroupCommit {
     /// Opens the writer connection.
     pub async fn connect(options: &SqliteConnectOptions) -> Result<Arc<Self>, sqlx::Error> {
+        Self::connect_with(options, MAX_OPEN).await
+    }
+
+    async fn connect_with(
+        options: &SqliteConnectOptions,
+        max_open: Duration,
+    ) -> Result<Arc<Self>, sqlx::Error> {
         let conn = options.connect().await?;
         Ok(Arc::new(GroupCommit {
             writer: Arc::new(Mutex::new(Writer {
@@ -70,6 +79,7 @@ impl GroupCommit {
             })),
             queued: AtomicUsize::new(0),
             commits: AtomicU64::new(0),
+            max_open,
             ended: watch::Sender::new(Ended::default()),
         }))
     }
@@ -118,16 +128,23 @@ impl GroupCommit {
         tokio::spawn(async move { group.settle(writer).await })
     }
 
-    async fn settle(&self, mut writer: OwnedMutexGuard<Writer>) {
-        let Some(since) = writer.open_since else {
-            return;
-        };
-        let due = self.queued.load(Ordering::SeqCst) == 0
-            || writer.changes >= MAX_CHANGES
-            || since.elapsed() >= MAX_OPEN;
-        if !due {
-            return;
+    async fn settle(&self, writer: OwnedMutexGuard<Writer>) {
+        if self.due(&writer) {
+            self.end(writer).await;
         }
+    }
+
+    /// Whether the open transaction should commit now.
+    fn due(&self, writer: &Writer) -> bool {
+        writer.open_since.is_some_and(|since| {
+            self.queued.load(Ordering::SeqCst) == 0
+                || writer.changes >= MAX_CHANGES
+                || since.elapsed() >= self.max_open
+        })
+    }
+
+    /// Commits the open transaction and tells its changes.
+    async fn end(&self, mut writer: OwnedMutexGuard<Writer>) {
         let result = writer.conn.execute("COMMIT").await;
         if result.is_err() {
             let _ = writer.conn.execute("ROLLBACK").await;
@@ -194,30 +211,23 @@ pub struct GroupTx {
 impl GroupTx {
     /// Keeps the change and returns once it is committed to disk.
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
-        let writer = self
+        let mut writer = self
             .writer
             .take()
             .expect("a change holds the writer until it ends");
-        let group = self.group.clone();
+        // The change's savepoint stays until the transaction ends (COMMIT
+        // releases them all): a later change that fails rolls back to its
+        // own, nested inside. One statement less per change.
+        writer.changes += 1;
         let epoch = writer.epoch;
-        let released = tokio::spawn(async move {
-            let mut writer = writer;
-            let released = writer.conn.execute("RELEASE change").await.map(|_| ());
-            match released {
-                Ok(()) => writer.changes += 1,
-                Err(_) => {
-                    let _ = writer
-                        .conn
-                        .execute("ROLLBACK TO change; RELEASE change")
-                        .await;
-                }
-            }
-            group.settle(writer).await;
-            released
-        })
-        .await
-        .map_err(|e| sqlx::Error::Protocol(format!("committing a change: {e}")))?;
-        released?;
+        if self.group.due(&writer) {
+            let group = self.group.clone();
+            tokio::spawn(async move { group.end(writer).await })
+                .await
+                .map_err(|e| sqlx::Error::Protocol(format!("committing: {e}")))?;
+        } else {
+            drop(writer);
+        }
         self.group.ended(epoch).await
     }
 }
@@ -273,7 +283,10 @@ mod tests {
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
             .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30));
-        let group = GroupCommit::connect(&options).await.unwrap();
+        // No commit for lack of time: the tests decide when one is due.
+        let group = GroupCommit::connect_with(&options, Duration::from_secs(600))
+            .await
+            .unwrap();
         let mut tx = group.begin().await.unwrap();
         tx.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)")
             .await

@@ -27,6 +27,10 @@ pub struct PostgresStore {
 impl PostgresStore {
     const BACKEND: &'static str = "postgres";
 
+    /// Transactions run concurrently (read committed): what one reads may
+    /// change before it commits.
+    const SERIAL: bool = false;
+
     /// Connects to `url` and migrates the database.
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url)?;

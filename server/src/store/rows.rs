@@ -241,6 +241,8 @@ pub(super) struct CompletionRow {
     /// and by nothing else).
     pub reported: bool,
     pub job_state: String,
+    /// Whether a task of the same phase is idle.
+    pub waiting: bool,
 }
 
 #[derive(sqlx::FromRow)]

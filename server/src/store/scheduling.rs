@@ -24,7 +24,8 @@
 //! phase idle checks the job in a second transaction (`advance_job`, which
 //! locks the job first). Every task unfinished at that point completes
 //! later and checks again, so the last completion to commit sees every
-//! task done. The expiry pass runs the same check over every
+//! task done. (SQLite has one writer, so what a completion reads is
+//! still true when it commits, and it checks in its own transaction.) The expiry pass runs the same check over every
 //! running job, so a coordinator that dies between the two commits leaves
 //! no job stuck.
 
@@ -195,7 +196,8 @@ macro_rules! scheduling_impl {
             "SELECT ",
             slot_columns!(),
             ", a.worker_id AS attempt_worker, a.started_at, a.counters IS NOT NULL AS reported, \
-             j.state AS job_state \
+             j.state AS job_state, EXISTS (SELECT 1 FROM tasks o WHERE o.job_id = t.job_id AND o.kind = t.kind \
+               AND o.state = 'idle') AS waiting \
              FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = a.job_id WHERE a.id = $1 ",
             $lock_task
         );
@@ -662,7 +664,15 @@ macro_rules! scheduling_impl {
                         if add {
                             add_counters(&mut tx, job, &report.counters).await?;
                         }
-                        advance = true;
+                        if Self::SERIAL {
+                            // One writer: what this change read is still
+                            // true at its commit.
+                            if !row.waiting {
+                                advance_job(&mut tx, job, now).await?;
+                            }
+                        } else {
+                            advance = true;
+                        }
                     }
                     (transition::Verdict::Failed { give_up, failures, host_failures }, Some((outcome, message, failure_kind))) => {
                         end_attempt(&mut tx, attempt.0, outcome, Some(&message), Some(report), now).await?;

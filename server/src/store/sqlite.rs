@@ -33,6 +33,10 @@ pub struct SqliteStore {
 impl SqliteStore {
     const BACKEND: &'static str = "sqlite";
 
+    /// One writer: a transaction sees every change before it, and nothing
+    /// changes between its reads and its commit.
+    const SERIAL: bool = true;
+
     /// Opens (creating if needed) the database file and migrates it. A new
     /// file is created readable by its owner only (0600): it holds job
     /// shuffle tokens; SQLite gives its WAL and shared-memory files the
