@@ -1,8 +1,8 @@
 //! The job store: every piece of coordinator state, behind the [`Store`]
 //! traits with a SQLite and a Postgres implementation. Scheduling decisions
 //! that must be atomic (leasing, accepting a completion, declaring a worker
-//! dead) are single transactions here, so several coordinators may share a
-//! Postgres database.
+//! dead) are transactions that lock what they change, so several
+//! coordinators may share a Postgres database.
 //!
 //! By concern: [`catalog`] (tokens, modules, dataset files), [`jobs`],
 //! [`workers`] and [`scheduling`] (lease, complete, expire), each a trait
