@@ -96,20 +96,23 @@ impl GroupCommit {
             let _queued = Queued::new(&self.queued);
             self.writer.clone().lock_owned().await
         };
-        let opened = if writer.open_since.is_none() {
-            writer.conn.execute("BEGIN IMMEDIATE").await.map(|_| {
-                writer.open_since = Some(Instant::now());
-            })
+        // Opening the transaction and the savepoint is one round trip.
+        let opening = writer.open_since.is_none();
+        let sql = if opening {
+            "BEGIN IMMEDIATE; SAVEPOINT change"
         } else {
-            Ok(())
+            "SAVEPOINT change"
         };
-        let saved = match opened {
-            Ok(()) => writer.conn.execute("SAVEPOINT change").await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = saved {
+        if let Err(e) = writer.conn.execute(sql).await {
+            if opening {
+                // Whatever part of it ran.
+                let _ = writer.conn.execute("ROLLBACK").await;
+            }
             self.settle_detached(writer);
             return Err(e);
+        }
+        if opening {
+            writer.open_since = Some(Instant::now());
         }
         Ok(GroupTx {
             writer: Some(writer),
