@@ -56,9 +56,9 @@ pub trait Catalog: Send + Sync + 'static {
     async fn blob_readers(&self, path: &str) -> StoreResult<Vec<JobId>>;
 }
 
-/// Implements [`Catalog`] for `$store` on database `$db` (see `store_impl!`).
+/// Implements [`Catalog`] for `$store` (see `store_impl!`).
 macro_rules! catalog_impl {
-    ($store:ident, $db:ty, $tx:ty, $lock_job:expr, $lock_task:expr, $skip_locked:expr) => {
+    ($store:ident) => {
         #[async_trait::async_trait]
         impl $crate::store::Catalog for $store {
             fn backend(&self) -> &'static str {

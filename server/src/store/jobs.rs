@@ -49,9 +49,10 @@ pub trait Jobs: Send + Sync + 'static {
     ) -> StoreResult<Option<AttemptLogs>>;
 }
 
-/// Implements [`Jobs`] for `$store` on database `$db` (see `store_impl!`).
+/// Implements [`Jobs`] for `$store` on database `$db`, locking a job row
+/// with `$lock_job` (see `store_impl!`).
 macro_rules! jobs_impl {
-    ($store:ident, $db:ty, $tx:ty, $lock_job:expr, $lock_task:expr, $skip_locked:expr) => {
+    ($store:ident, $db:ty, $lock_job:expr) => {
         impl $store {
             async fn progress_rows(&self, id: i64) -> StoreResult<Vec<ProgressRow>> {
                 Ok(sqlx::query_as::<_, ProgressRow>(

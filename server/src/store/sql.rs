@@ -30,23 +30,9 @@ macro_rules! store_impl {
             $lock_task,
             $skip_locked
         );
-        $crate::store::catalog::catalog_impl!(
-            $store,
-            $db,
-            $tx,
-            $lock_job,
-            $lock_task,
-            $skip_locked
-        );
-        $crate::store::jobs::jobs_impl!($store, $db, $tx, $lock_job, $lock_task, $skip_locked);
-        $crate::store::workers::workers_impl!(
-            $store,
-            $db,
-            $tx,
-            $lock_job,
-            $lock_task,
-            $skip_locked
-        );
+        $crate::store::catalog::catalog_impl!($store);
+        $crate::store::jobs::jobs_impl!($store, $db, $lock_job);
+        $crate::store::workers::workers_impl!($store, $lock_task);
     };
 }
 

@@ -41,9 +41,10 @@ pub trait Workers: Send + Sync + 'static {
     async fn finished_jobs(&self, jobs: &[JobId]) -> StoreResult<Vec<JobId>>;
 }
 
-/// Implements [`Workers`] for `$store` on database `$db` (see `store_impl!`).
+/// Implements [`Workers`] for `$store`, locking task rows with `$lock_task`
+/// (see `store_impl!`).
 macro_rules! workers_impl {
-    ($store:ident, $db:ty, $tx:ty, $lock_job:expr, $lock_task:expr, $skip_locked:expr) => {
+    ($store:ident, $lock_task:expr) => {
         #[async_trait::async_trait]
         impl $crate::store::Workers for $store {
             async fn register_worker(&self, id: &WorkerId, address: &str, slots: u32, now: i64) -> StoreResult<()> {
