@@ -192,15 +192,30 @@ macro_rules! scheduling_impl {
             };
         }
 
-        const COMPLETION_ROW: &str = concat!(
-            "SELECT ",
-            slot_columns!(),
-            ", a.worker_id AS attempt_worker, a.started_at, a.counters IS NOT NULL AS reported, \
-             j.state AS job_state, EXISTS (SELECT 1 FROM tasks o WHERE o.job_id = t.job_id AND o.kind = t.kind \
-               AND o.state = 'idle') AS waiting \
-             FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = a.job_id WHERE a.id = $1 ",
-            $lock_task
-        );
+        /// The completion's row; `$waiting` is whether a task of the same
+        /// phase is idle, read only where it stays true until the commit
+        /// (one writer), else left out.
+        macro_rules! completion_row {
+            ($waiting:literal) => {
+                concat!(
+                    "SELECT ",
+                    slot_columns!(),
+                    ", a.worker_id AS attempt_worker, a.started_at, a.counters IS NOT NULL AS reported, \
+                     j.state AS job_state, ",
+                    $waiting,
+                    " AS waiting FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = a.job_id \
+                     WHERE a.id = $1 ",
+                    $lock_task
+                )
+            };
+        }
+        const COMPLETION_ROW: &str = if $store::SERIAL {
+            completion_row!(
+                "EXISTS (SELECT 1 FROM tasks o WHERE o.job_id = t.job_id AND o.kind = t.kind AND o.state = 'idle')"
+            )
+        } else {
+            completion_row!("FALSE")
+        };
 
         const LOCK_JOB_OF_ATTEMPT: &str = concat!(
             "SELECT id FROM jobs WHERE id = (SELECT job_id FROM attempts WHERE id = $1) ",
